@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
+from scipy.special import log_softmax, logsumexp
 
 from sve.errors import ConfigError, DataError
 
@@ -45,8 +45,9 @@ DEFAULT_SCORES = ("msp", "entropy", "mutual_info", "energy")
 
 def as_numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
     """``x`` (numpy array, torch tensor, list) as a numpy array of ``dtype`` (``None``: keep)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor (torch itself is not imported here)
+        t = x.detach().cpu()
+        x = (t.double() if t.is_floating_point() else t).numpy()  # bf16/fp16 have no numpy twin
     arr = np.asarray(x)
     return arr if dtype is None else arr.astype(dtype, copy=False)
 
@@ -71,8 +72,8 @@ def _check_finite(arr: np.ndarray, what: str) -> None:
         )
 
 
-def member_logits(logits: Any) -> torch.Tensor:
-    """Validated member logits as a float64 CPU tensor of shape ``(N, M, C)``."""
+def member_logits(logits: Any) -> np.ndarray:
+    """Validated member logits as a float64 numpy array of shape ``(N, M, C)``."""
     arr = as_numpy(logits)
     if arr.ndim == 2:
         arr = arr[:, None, :]
@@ -81,7 +82,7 @@ def member_logits(logits: Any) -> torch.Tensor:
             f"logits must have shape (N, C) or (N, M, C) with no empty axis; got {tuple(arr.shape)}."
         )
     _check_finite(arr, "logits")
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    return arr
 
 
 def check_labels(labels: Any, n: int, num_classes: int) -> np.ndarray:
@@ -117,30 +118,27 @@ def _scores(scores: Any, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- predictions
 
 
-def ensemble_log_probs(logits: Any, combine: str = "prob") -> torch.Tensor:
+def ensemble_log_probs(logits: Any, combine: str = "prob") -> np.ndarray:
     """Log of the ensemble's predictive distribution, ``(N, C)``.
 
     ``combine="prob"``: ``log(1/M Σ_m softmax(z_m)) = logsumexp_m(log_softmax(z_m)) − log M``;
-    ``combine="logit"``: ``log_softmax(1/M Σ_m z_m)``. Differentiable when given a torch tensor that
-    requires grad (``sve.calibration`` relies on that); numpy input gives a float64 tensor.
+    ``combine="logit"``: ``log_softmax(1/M Σ_m z_m)``.
     """
     _check_combine(combine)
-    z = logits if isinstance(logits, torch.Tensor) and logits.requires_grad else member_logits(logits)
-    if z.ndim == 2:
-        z = z[:, None, :]
+    z = member_logits(logits)
     if combine == "logit":
-        return torch.log_softmax(z.mean(dim=1), dim=-1)
-    return torch.logsumexp(torch.log_softmax(z, dim=-1), dim=1) - float(np.log(z.shape[1]))
+        return log_softmax(z.mean(1), axis=-1)
+    return logsumexp(log_softmax(z, axis=-1), axis=1) - np.log(z.shape[1])
 
 
 def member_probs(logits: Any) -> np.ndarray:
     """Each member's softmax probabilities, ``(N, M, C)``."""
-    return torch.softmax(member_logits(logits), dim=-1).numpy()
+    return np.exp(log_softmax(member_logits(logits), axis=-1))
 
 
 def predictive_probs(logits: Any, combine: str = "prob") -> np.ndarray:
     """The ensemble's predictive probabilities, ``(N, C)`` (see the module docstring for ``combine``)."""
-    return ensemble_log_probs(logits, combine).exp().numpy()
+    return np.exp(ensemble_log_probs(logits, combine))
 
 
 def _prepared(logits: Any, labels: Any, combine: str) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +158,7 @@ def accuracy(logits: Any, labels: Any, combine: str = "prob") -> float:
 
 def nll(logits: Any, labels: Any, combine: str = "prob") -> float:
     """Mean negative log-likelihood ``−1/N Σ_i log p(y_i|x_i)`` (natural log) of the ensemble."""
-    logp = ensemble_log_probs(logits, combine).numpy()
+    logp = ensemble_log_probs(logits, combine)
     y = check_labels(labels, logp.shape[0], logp.shape[1])
     return float(-np.mean(logp[np.arange(len(y)), y]))
 
@@ -353,7 +351,7 @@ class CalibrationAccumulator:
         self.correct = self.nll_sum = self.brier_sum = 0.0
 
     def update(self, logits: Any, labels: Any) -> None:
-        logp = ensemble_log_probs(logits, self.combine).numpy()
+        logp = ensemble_log_probs(logits, self.combine)
         probs = np.exp(logp)
         y = check_labels(labels, probs.shape[0], probs.shape[1])
         if self.classwise is None:
@@ -478,14 +476,14 @@ def mutual_info(logits: Any) -> np.ndarray:
 def energy(logits: Any, temperature: float = 1.0) -> np.ndarray:
     """Energy score (Liu et al. 2020) ``−T logsumexp_c(z_c / T)``, mean over members (higher = more OOD)."""
     z = member_logits(logits)
-    return (-temperature * torch.logsumexp(z / temperature, dim=-1)).mean(1).numpy()
+    return (-temperature * logsumexp(z / temperature, axis=-1)).mean(1)
 
 
 def disagreement(logits: Any, combine: str = "prob") -> np.ndarray:
     """Fraction of members whose top-1 class differs from the ensemble's predicted class."""
     z = member_logits(logits)
     pred = predictive_probs(z, combine).argmax(1)
-    return (z.argmax(-1).numpy() != pred[:, None]).mean(1)
+    return (z.argmax(-1) != pred[:, None]).mean(1)
 
 
 def pred_var(logits: Any, combine: str = "prob") -> np.ndarray:
@@ -613,8 +611,8 @@ def pairwise_matrix(logits: Any, kind: str = "disagreement") -> np.ndarray:
     if kind not in PAIRWISE:
         raise ConfigError(f"kind={kind!r} is not known; use one of {PAIRWISE}.")
     z = member_logits(logits)
-    logp = torch.log_softmax(z, dim=-1).numpy()
-    top = z.argmax(-1).numpy()
+    logp = log_softmax(z, axis=-1)
+    top = z.argmax(-1)
     m = logp.shape[1]
     out = np.zeros((m, m))
     for i in range(m):
@@ -757,9 +755,9 @@ def spectrum_table(spectra: Spectra, top_k: int = 5) -> pd.DataFrame:
 
 
 def _row(
-    z: torch.Tensor,
+    z: np.ndarray,
     y: np.ndarray,
-    ood: torch.Tensor | None,
+    ood: np.ndarray | None,
     names: tuple[str, ...],
     n_bins: int,
     combine: str,
