@@ -1,0 +1,295 @@
+"""The Streamlit dashboard through AppTest: widgets, presets, bad input, the worker thread, the
+run picker and every tab on a real (tiny) run trained by clicking Train.
+
+The browser test (tests/test_app_browser.py) covers what AppTest cannot: a live server, Chromium,
+the drawn charts and a real download.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app" / "main.py"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from app import inputs, state  # noqa: E402
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    monkeypatch.setenv("SVE_RUNS", str(root))
+    return root
+
+
+def _app(**env) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def app(runs_root) -> AppTest:
+    return _app()
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _train_disabled(at: AppTest) -> bool:
+    return at.button(key="train").disabled
+
+
+def _png(color: int = 128, size: int = 12) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((size, size), color, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _image_folder(path: Path, classes=("a", "b"), n: int = 3) -> Path:
+    for k, name in enumerate(classes):
+        (path / name).mkdir(parents=True)
+        for i in range(n):
+            (path / name / f"{i}.png").write_bytes(_png(40 * k + 10 * i))
+    return path
+
+
+# ----------------------------------------------------------------------------- widgets and presets
+
+
+def test_default_page_is_the_quick_demo(app):
+    ss = app.session_state
+    assert app.selectbox(key="w_preset").value == "Quick demo"
+    assert app.selectbox(key="w_backbone").value == "dinov2-small"
+    assert app.selectbox(key="w_dataset").value == "mnist5k"
+    assert "animal-mnist" in app.multiselect(key="w_ood").value
+    assert app.multiselect(key="w_methods").value == ["sve"]
+    assert ss["w_members"] >= 1 and ss["w_epochs"] >= 1
+    assert not _errors(app) and not _train_disabled(app)
+    assert any("No runs yet" in i.value for i in app.info)
+    for key in ("w_backbone", "w_dataset", "w_targets", "w_preset"):    # every widget has a value
+        assert app.selectbox(key=key).value is not None
+    for key in ("w_members", "w_epochs", "w_lr", "w_init_std", "w_image_size", "w_max_length",
+                "w_train_limit"):
+        assert app.number_input(key=key).value is not None
+
+
+def test_presets_write_every_widget_and_switch_back(app):
+    quick = {k: app.session_state[k] for k in ("w_members", "w_epochs", "w_image_size", "w_seeds",
+                                                "w_train_limit", "w_methods")}
+    app.selectbox(key="w_preset").set_value("Paper-like").run()
+    assert app.number_input(key="w_members").value == 4
+    assert app.number_input(key="w_epochs").value == 10
+    assert app.number_input(key="w_image_size").value == 224
+    assert app.number_input(key="w_train_limit").value == 0        # 0 = the whole training split
+    assert app.text_input(key="w_seeds").value == "0, 1, 2"
+    assert "sve" in app.multiselect(key="w_methods").value
+    app.selectbox(key="w_preset").set_value("Text demo").run()
+    assert app.selectbox(key="w_backbone").value == "minilm-l3"
+    assert app.selectbox(key="w_dataset").value == "bbc-news"
+    assert app.multiselect(key="w_ood").value == ["chatterbot"]
+    app.selectbox(key="w_preset").set_value("Quick demo").run()
+    assert {k: app.session_state[k] for k in quick} == quick
+    assert not _errors(app) and not app.exception
+
+
+def test_targets_last_k_and_lr_default(app):
+    app.selectbox(key="w_targets").set_value("last:K").run()
+    app.number_input(key="w_last_k").set_value(3).run()
+    app.checkbox(key="w_lr_auto").set_value(False).run()
+    assert not app.number_input(key="w_lr").disabled
+    assert not _errors(app)
+
+
+def test_bad_seeds_are_named(app):
+    app.text_input(key="w_seeds").set_value("0, x").run()
+    assert any("Seeds '0, x'" in e for e in _errors(app)) and _train_disabled(app)
+    app.text_input(key="w_seeds").set_value("1,2").run()
+    assert not _errors(app)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_unknown_backbone_name_is_refused_then_fixed(app):
+    app.selectbox(key="w_backbone").set_value(app.selectbox(key="w_backbone").options[-1]).run()
+    app.text_input(key="w_backbone_other").set_value("resnet-9000").run()
+    errors = _errors(app)
+    assert any("Unknown backbone 'resnet-9000'" in e and "dinov2-small" in e for e in errors), errors
+    assert _train_disabled(app) and not app.exception
+    app.text_input(key="w_backbone_other").set_value("timm:resnet18").run()
+    assert not _errors(app) and not _train_disabled(app)
+
+
+def test_folder_with_no_images(app, tmp_path):
+    folder = tmp_path / "noimg"
+    (folder / "cats").mkdir(parents=True)
+    (folder / "cats" / "readme.txt").write_text("not a picture")
+    app.radio(key="w_data_src").set_value("Path").run()
+    app.text_input(key="w_dataset_path").set_value(str(folder)).run()
+    errors = _errors(app)
+    assert any("no readable image" in e and "readme.txt" in e for e in errors), errors
+    assert _train_disabled(app) and not app.exception
+    app.text_input(key="w_dataset_path").set_value(str(_image_folder(tmp_path / "good"))).run()
+    assert not _errors(app)
+
+
+def test_path_that_does_not_exist(app, tmp_path):
+    app.radio(key="w_data_src").set_value("Path").run()
+    app.text_input(key="w_dataset_path").set_value(str(tmp_path / "nope")).run()
+    assert any("No such file or folder" in e for e in _errors(app))
+
+
+def test_ood_set_equal_to_id_set(app, tmp_path):
+    folder = _image_folder(tmp_path / "imgs")
+    app.radio(key="w_data_src").set_value("Path").run()
+    app.text_input(key="w_dataset_path").set_value(str(folder)).run()
+    app.radio(key="w_ood_src").set_value("Path").run()
+    app.text_input(key="w_ood_path").set_value(str(folder) + "/").run()
+    errors = _errors(app)
+    assert any("is the in-distribution data set itself" in e for e in errors), errors
+    assert _train_disabled(app)
+    # a zoo ID set never offers itself as OOD
+    app.radio(key="w_data_src").set_value("Zoo").run()
+    app.radio(key="w_ood_src").set_value("Zoo").run()
+    assert app.selectbox(key="w_dataset").value not in app.multiselect(key="w_ood").options
+
+
+def test_upload_that_is_not_an_image(app):
+    app.radio(key="w_ood_src").set_value("Upload").run()
+    app.file_uploader(key="w_ood_upload").set_value(
+        [("fine.png", _png(), "image/png"), ("broken.png", b"this is text, not a PNG", "image/png")]).run()
+    errors = _errors(app)
+    assert any("'broken.png' is not an image" in e for e in errors), errors
+    assert not any("fine.png" in e for e in errors) and _train_disabled(app) and not app.exception
+    app.file_uploader(key="w_ood_upload").set_value([("fine.png", _png(), "image/png")]).run()
+    assert not _errors(app)
+
+
+def test_upload_that_is_not_a_csv(app):
+    app.radio(key="w_data_src").set_value("Upload").run()
+    app.file_uploader(key="w_dataset_upload").set_value([("data.csv", _png(), "text/csv")]).run()
+    errors = _errors(app)
+    assert any("'data.csv' is not a CSV" in e for e in errors), errors
+    assert _train_disabled(app) and not app.exception
+    # other extensions are refused by the uploader itself (type=UPLOAD_TYPES); save_upload too
+    with pytest.raises(inputs.DataError, match="'notes.txt' is not an image, a CSV or a ZIP"):
+        inputs.save_upload([("notes.txt", b"hello")], "ood", Path("/nonexistent"))
+
+
+def test_csv_without_text_and_label_columns(app):
+    app.radio(key="w_data_src").set_value("Upload").run()
+    app.file_uploader(key="w_dataset_upload").set_value(
+        [("reviews.csv", b"review,stars\ngood,5\nbad,1\n", "text/csv")]).run()
+    errors = _errors(app)
+    assert any("lacks column(s)" in e and "'review', 'stars'" in e for e in errors), errors
+    app.file_uploader(key="w_dataset_upload").set_value(
+        [("reviews.csv", b"text,label\ngood film,pos\nbad film,neg\n", "text/csv")]).run()
+    assert not _errors(app) and not _train_disabled(app)
+
+
+def test_zip_upload_of_class_folders(app, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for cls in ("a", "b"):
+            for i in range(2):
+                zf.writestr(f"{cls}/{i}.png", _png(60 * i))
+        zf.writestr("../../evil.png", _png())          # a zip-slip attempt
+    app.radio(key="w_data_src").set_value("Upload").run()
+    upload = [("imgs.zip", buf.getvalue(), "application/zip")]
+    app.file_uploader(key="w_dataset_upload").set_value(upload).run()
+    assert not _errors(app)
+    folder = inputs.save_upload([("imgs.zip", buf.getvalue())], "id", tmp_path / "up")
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["a", "b"]
+    assert not list(tmp_path.glob("evil.png")) and (folder / "evil.png").is_file()   # kept inside
+
+
+def test_safe_name_and_ood_comparison(tmp_path):
+    assert inputs.safe_name("../../etc/passwd") == "etc_passwd"
+    assert inputs.safe_name("ECE / NLL (T=1.2)") == "ECE_NLL_T_1.2"
+    assert inputs.safe_name("///") == "file"
+    folder = _image_folder(tmp_path / "x")
+    assert inputs.same_data(str(folder), str(folder) + "/.")
+    assert inputs.check_ood("mnist5k", ["animal-mnist"]) is None
+    assert "itself" in inputs.check_ood("mnist5k", ["MNIST5K"])
+
+
+# ----------------------------------------------------------------------------- the worker thread
+
+
+def test_job_registry_never_trains_twice_and_stops_cleanly(tmp_path):
+    release, gate, seen = threading.Event(), threading.Event(), []
+
+    def fake_run(config, out_dir=None, callbacks=()):
+        (cb,) = callbacks
+        cb("run_start", {"run_dir": tmp_path, "total": 2})
+        for index in range(2):
+            cb("method_start", {"run_dir": tmp_path, "method": f"m{index}", "index": index, "total": 2,
+                                "steps": 4, "epochs": 2})
+            for step in range(1, 5):
+                release.wait(5)
+                if len(seen) >= 5:       # hold the worker here until the test pressed Stop
+                    gate.wait(5)
+                go_on = cb("step", {"run_dir": tmp_path, "method": f"m{index}", "step": step, "steps": 4,
+                                    "epoch": (step - 1) // 2, "loss": 1.0 / step})
+                seen.append((index, step))
+                if go_on is False:
+                    return tmp_path
+            cb("method_end", {"run_dir": tmp_path, "index": index, "total": 2})
+        return tmp_path
+
+    reg = state.JobRegistry()
+    job = reg.start("cfg", out_dir=None, units_total=2, run_fn=fake_run)
+    with pytest.raises(state.BusyError, match="still training"):
+        reg.start("cfg", out_dir=None, units_total=2, run_fn=fake_run)
+    assert reg.active() is job
+    release.set()
+    deadline = time.monotonic() + 10
+    while len(seen) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.request_stop()
+    gate.set()
+    job.thread.join(10)
+    snap = job.snapshot()
+    assert snap.status == state.STOPPED and snap.run_path == tmp_path
+    assert snap.units_done == 1 and len(seen) == 6          # stopped at the next step of method 2
+    assert [p["x"] for p in snap.curve if p["method"] == "m0"] == [1, 2, 3, 4]
+    assert reg.active() is None
+    again = reg.start("cfg", out_dir=None, units_total=2, run_fn=fake_run)  # free again
+    again.thread.join(10)
+    assert again.snapshot().status == state.FINISHED and again.snapshot().fraction == 1.0
+
+
+def test_job_failure_is_reported_not_raised():
+    def broken(config, out_dir=None, callbacks=()):
+        raise ValueError("dataset 'x' lacks a label column")
+
+    job = state.JobRegistry().start("cfg", out_dir=None, units_total=1, run_fn=broken)
+    job.thread.join(10)
+    snap = job.snapshot()
+    assert snap.status == state.FAILED and "lacks a label column" in snap.error
+
+
+def test_progress_fraction_and_remaining_time():
+    job = state.Job(config=None, out_dir=Path("."), units_total=2)
+    job.callback("method_start", {"method": "sve", "index": 1, "total": 2, "steps": 10, "epochs": 2})
+    job.callback("step", {"step": 5, "epoch": 0, "loss": 0.5})
+    snap = job.snapshot()
+    assert snap.fraction == pytest.approx(0.75) and snap.epoch == 1 and snap.steps == 10
+    assert snap.remaining == pytest.approx(snap.elapsed / 3, rel=1e-6)
+    assert state.format_seconds(75.2) == "1:15" and state.format_seconds(3725) == "1:02:05"
