@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import textwrap
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -95,6 +96,12 @@ def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def _grid(k: int, max_cols: int = 3) -> tuple[int, int]:
+    """(rows, cols) for ``k`` panels, at most ``max_cols`` wide and balanced: 4 → 2 × 2, 5 → 2 × 3."""
+    rows = -(-k // max_cols)
+    return rows, -(-k // rows)
+
+
 def _named(data: Any, kind: str) -> dict[str, Any]:
     """``data`` as ``{name: item}``: a mapping passes through, anything else becomes ``{"model": data}``."""
     named = dict(data) if isinstance(data, Mapping) else {"model": data}
@@ -125,6 +132,71 @@ def _reliability_data(data: Any, labels: Any, n_bins: int, scheme: str, combine:
     return out
 
 
+def _bin_panel(fig: go.Figure, b: Any, row: int, col: int, first: bool) -> None:
+    """Accuracy bars, hatched gap to the mean confidence, and counts (one row below) for one method."""
+    centers, widths = (b.lower + b.upper) / 2, b.upper - b.lower
+    hover = [f"bin [{lo:.3f}, {hi:.3f}]<br>n = {n}" for lo, hi, n in zip(b.lower, b.upper, b.count)]
+    acc = go.Bar(
+        x=centers,
+        y=b.accuracy,
+        width=widths,
+        name="accuracy",
+        legendgroup="acc",
+        showlegend=first,
+        marker=dict(color=PALETTE[0], line=dict(color="white", width=1)),
+        hovertext=hover,
+        hovertemplate="%{hovertext}<br>accuracy %{y:.3f}<extra></extra>",
+    )
+    gap = go.Bar(
+        x=centers,
+        y=-b.gap,
+        base=b.accuracy,
+        width=widths,
+        name="gap to confidence",
+        legendgroup="gap",
+        showlegend=first,
+        opacity=0.45,
+        customdata=b.confidence,
+        marker=dict(color=GAP_COLOR, pattern=dict(shape="/"), line=dict(color=GAP_COLOR, width=1)),
+        hovertemplate="mean confidence %{customdata:.3f}<extra></extra>",
+    )
+    count = go.Bar(x=centers, y=b.count, width=widths, marker_color=NEUTRAL, name="count", showlegend=False)
+    fig.add_trace(acc, row, col)
+    fig.add_trace(gap, row, col)
+    fig.add_trace(count, row + 1, col)
+
+
+def _overlay_panel(fig: go.Figure, b: Any, name: str, i: int, k: int) -> None:
+    """One method's accuracy-vs-confidence line, and its counts as one of ``k`` bars sharing each bin."""
+    widths = b.upper - b.lower
+    fig.add_trace(
+        go.Scatter(
+            x=b.confidence,
+            y=b.accuracy,
+            mode="lines+markers",
+            name=f"{name} (ECE {b.ece:.3f})",
+            line=dict(color=_color(i)),
+            legendgroup=name,
+        ),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=(b.lower + b.upper) / 2,
+            y=b.count,
+            width=widths / k,
+            offset=-widths / 2 + i * widths / k,
+            marker_color=_color(i),
+            showlegend=False,
+            legendgroup=name,
+            name=f"{name} count",
+        ),
+        2,
+        1,
+    )
+
+
 def reliability_diagram(
     data: Any,
     labels: Any = None,
@@ -133,101 +205,43 @@ def reliability_diagram(
     scheme: str = "width",
     combine: str = "prob",
     overlay: bool = False,
+    max_cols: int = 3,
     title: str | None = None,
 ) -> go.Figure:
-    """Reliability diagram(s): per-bin accuracy against the diagonal, with bin counts underneath.
+    """Reliability diagram(s): per-bin accuracy against the diagonal, bin counts (log axis) underneath.
 
     ``data``: logits (with ``labels``), a :class:`sve.metrics.ReliabilityBins`, or a mapping
-    ``{method: (logits, labels) | ReliabilityBins}``. Side by side (default): one column per method,
-    accuracy bars, the gap to the mean confidence of each bin shaded (hatched), ECE in the panel title.
-    ``overlay=True``: one panel, one accuracy-vs-confidence line per method (ECE in the legend).
-    Empty bins are never drawn.
+    ``{method: (logits, labels) | ReliabilityBins}``. Side by side (default): one panel per method (at
+    most ``max_cols`` per row), accuracy bars with the gap to each bin's mean confidence hatched, ECE in
+    the panel title. ``overlay=True``: one panel, one accuracy-vs-mean-confidence line per method (ECE
+    in the legend). Empty bins are never drawn.
     """
     bins = _reliability_data(data, labels, n_bins, scheme, combine)
-    cols = 1 if overlay else len(bins)
-    titles = None if overlay else [f"{k} · ECE {b.ece:.3f}" for k, b in bins.items()] + [""] * cols
+    k = len(bins)
+    rows, cols = (1, 1) if overlay else _grid(k, max_cols)
+    titles = None
+    if not overlay and k > 1:
+        names = [f"{n} · ECE {b.ece:.3f}" for n, b in bins.items()] + [""] * (rows * cols - k)
+        titles = [t for r in range(rows) for t in names[r * cols : (r + 1) * cols] + [""] * cols]
+    # per method row: accuracy panel, count panel, then an empty spacer row before the next one
+    heights = ([0.68, 0.2, 0.12] * rows)[:-1]
+    specs = [[{}] * cols if (r + 1) % 3 else [None] * cols for r in range(len(heights))]
     fig = make_subplots(
-        rows=2,
+        rows=len(heights),
         cols=cols,
-        row_heights=[0.78, 0.22],
-        shared_xaxes=True,
-        vertical_spacing=0.05,
-        horizontal_spacing=0.06,
+        row_heights=heights,
+        specs=specs,
+        vertical_spacing=0.02,
+        horizontal_spacing=0.08,
         subplot_titles=titles,
     )
     for i, (name, b) in enumerate(bins.items()):
-        col = 1 if overlay else i + 1
-        centers, widths = (b.lower + b.upper) / 2, b.upper - b.lower
-        hover = [f"bin [{lo:.3f}, {hi:.3f}]<br>n = {n}" for lo, hi, n in zip(b.lower, b.upper, b.count)]
         if overlay:
-            fig.add_trace(
-                go.Scatter(
-                    x=b.confidence,
-                    y=b.accuracy,
-                    mode="lines+markers",
-                    name=f"{name} (ECE {b.ece:.3f})",
-                    line=dict(color=_color(i)),
-                    text=hover,
-                    legendgroup=name,
-                ),
-                1,
-                1,
-            )
-            fig.add_trace(
-                go.Bar(
-                    x=centers,
-                    y=b.count,
-                    width=widths / len(bins),
-                    offset=-widths / 2 + i * widths / len(bins),
-                    marker_color=_color(i),
-                    showlegend=False,
-                    legendgroup=name,
-                    name=f"{name} count",
-                ),
-                2,
-                1,
-            )
-            continue
-        first = i == 0
-        fig.add_trace(
-            go.Bar(
-                x=centers,
-                y=b.accuracy,
-                width=widths,
-                name="accuracy",
-                legendgroup="acc",
-                showlegend=first,
-                marker=dict(color=PALETTE[0], line=dict(color="white", width=1)),
-                text=hover,
-                hovertemplate="%{text}<br>accuracy %{y:.3f}<extra></extra>",
-                textposition="none",
-            ),
-            1,
-            col,
-        )
-        fig.add_trace(
-            go.Bar(
-                x=centers,
-                y=-b.gap,
-                base=b.accuracy,
-                width=widths,
-                name="gap to confidence",
-                legendgroup="gap",
-                showlegend=first,
-                opacity=0.45,
-                marker=dict(color=GAP_COLOR, pattern=dict(shape="/"), line=dict(color=GAP_COLOR, width=1)),
-                customdata=b.confidence,
-                hovertemplate="mean confidence %{customdata:.3f}<extra></extra>",
-            ),
-            1,
-            col,
-        )
-        fig.add_trace(
-            go.Bar(x=centers, y=b.count, width=widths, marker_color=NEUTRAL, name="count", showlegend=False),
-            2,
-            col,
-        )
-    for col in range(1, cols + 1):
+            _overlay_panel(fig, b, name, i, k)
+        else:
+            _bin_panel(fig, b, 3 * (i // cols) + 1, i % cols + 1, i == 0)
+    for i in range(1 if overlay else k):
+        row, col = 3 * (i // cols) + 1, i % cols + 1
         fig.add_trace(
             go.Scatter(
                 x=[0, 1],
@@ -235,55 +249,62 @@ def reliability_diagram(
                 mode="lines",
                 name="perfect calibration",
                 legendgroup="diag",
-                showlegend=col == 1,
+                showlegend=i == 0,
                 line=dict(color="#444444", dash="dash", width=1.5),
             ),
-            1,
+            row,
             col,
         )
-        fig.update_xaxes(range=[0, 1], row=1, col=col)
-        fig.update_xaxes(range=[0, 1], title_text="confidence (max probability)", row=2, col=col)
-        fig.update_yaxes(range=[0, 1.02], row=1, col=col)
-    fig.update_yaxes(title_text="accuracy (fraction correct)", row=1, col=1)
-    fig.update_yaxes(title_text="count", row=2, col=1)
-    fig.update_layout(barmode="overlay", bargap=0, legend=dict(orientation="h", y=-0.2, x=0))
+        fig.update_xaxes(range=[0, 1], showticklabels=False, row=row, col=col)
+        fig.update_xaxes(range=[0, 1], title_text="confidence (max probability)", row=row + 1, col=col)
+        fig.update_yaxes(range=[0, 1.02], title_text="accuracy" if col == 1 else None, row=row, col=col)
+        fig.update_yaxes(type="log", dtick=1, title_text="count" if col == 1 else None, row=row + 1, col=col)
+    height = 160 + 420 * rows
+    plot_height = height - 70 - 100  # minus the top and bottom margins set below
+    legend = dict(orientation="h", x=0, y=-62 / plot_height, yanchor="top")  # 62 px under the x-axis title
+    fig.update_layout(barmode="overlay", bargap=0, legend=legend, margin=dict(t=70, b=100))
     if title is None:
-        title = (
-            f"Reliability · {next(iter(bins))} · ECE {next(iter(bins.values())).ece:.3f}"
-            if len(bins) == 1
-            else "Reliability diagrams"
-        )
-        if len(bins) == 1 and not overlay:
-            fig.layout.annotations[0].text = ""
-    return _finish(fig, title, 120 + 380 * cols, 560)
+        first = next(iter(bins))
+        title = f"Reliability · {first} · ECE {bins[first].ece:.3f}" if k == 1 else "Reliability diagrams"
+    return _finish(fig, title, 680 if overlay else 110 + 330 * cols, height)
 
 
 def confidence_histogram(
-    data: Any, *, combine: str = "prob", n_bins: int = 20, title: str | None = "Confidence histogram"
+    data: Any,
+    *,
+    combine: str = "prob",
+    n_bins: int = 20,
+    log_y: bool = True,
+    title: str | None = "Confidence histogram",
 ) -> go.Figure:
-    """Histogram of the top-label confidence (max probability) per method, overlaid, with each
-    method's mean confidence as a dashed line. ``data``: logits or ``{method: logits}``."""
+    """Share of samples per confidence bin (max probability; the equal-width bins of
+    :func:`sve.metrics.calibration_bins`), one bar per method side by side, mean confidence in the
+    legend. ``data``: logits or ``{method: logits}``. ``log_y``: log axis, so the sparse low-confidence
+    bins stay visible next to the crowded top bin."""
     fig = go.Figure()
     for i, (name, logits) in enumerate(_named(data, "confidence_histogram").items()):
         conf = metrics.predictive_probs(logits, combine).max(1)
+        b = metrics.calibration_bins(conf, np.zeros_like(conf), n_bins)
         fig.add_trace(
-            go.Histogram(
-                x=conf,
-                name=name,
-                histnorm="percent",
-                opacity=0.6,
+            go.Bar(
+                x=(b.lower + b.upper) / 2,
+                y=100 * b.count / b.total,
                 marker_color=_color(i),
-                xbins=dict(start=0, end=1 + 1e-9, size=1 / n_bins),
+                name=f"{name} (mean {conf.mean():.3f})",
+                offsetgroup=str(i),
             )
         )
-        fig.add_vline(x=float(conf.mean()), line=dict(color=_color(i), dash="dash", width=2))
     fig.update_layout(
-        barmode="overlay",
+        barmode="group",
+        bargap=0.1,
         xaxis_title="confidence (max probability)",
-        yaxis_title="samples (%)",
+        yaxis_title="samples (%)" + (", log axis" if log_y else ""),
         xaxis_range=[0, 1],
+        legend=dict(x=0.02, y=0.98),
     )
-    return _finish(fig, title, 640, 420)
+    if log_y:
+        fig.update_yaxes(type="log", dtick=1)
+    return _finish(fig, title, 680, 440)
 
 
 # ----------------------------------------------------------------------------- OOD
@@ -297,15 +318,19 @@ def _score_pairs(scores: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.nd
 
 
 def ood_histograms(
-    scores: Mapping[str, Any], *, nbins: int = 40, title: str | None = "ID vs OOD uncertainty"
+    scores: Mapping[str, Any],
+    *,
+    nbins: int = 40,
+    log_y: bool = False,
+    title: str | None = "ID vs OOD uncertainty",
 ) -> go.Figure:
     """One panel per score: density histograms of the ID and the OOD scores, AUROC in the panel title.
 
-    ``scores``: ``{score name: (id_scores, ood_scores)}`` (higher = more uncertain).
+    ``scores``: ``{score name: (id_scores, ood_scores)}`` (higher = more uncertain). ``log_y``: log
+    density axis, for scores piled up at 0 (confident models).
     """
     pairs = _score_pairs(scores)
-    cols = min(len(pairs), 3)
-    rows = -(-len(pairs) // cols)
+    rows, cols = _grid(len(pairs))
     fig = make_subplots(
         rows=rows,
         cols=cols,
@@ -333,7 +358,9 @@ def ood_histograms(
                 col,
             )
         fig.update_xaxes(title_text=f"{name} (higher = more uncertain)", row=row, col=col)
-    fig.update_yaxes(title_text="density", col=1)
+    fig.update_yaxes(title_text="density" + (", log axis" if log_y else ""), col=1)
+    if log_y:
+        fig.update_yaxes(type="log", dtick=1)
     fig.update_layout(barmode="overlay")
     return _finish(fig, title, 80 + 360 * cols, 120 + 320 * rows)
 
@@ -438,7 +465,7 @@ def risk_coverage_curves(
                 y=risk[keep],
                 mode="lines",
                 line=dict(color=_color(i), width=2.5),
-                name=f"{name} (AURC {risk.mean():.3f})",
+                name=f"{name} (AURC {risk.mean():.3g})",
             )
         )
     fig.update_layout(
@@ -500,10 +527,18 @@ def spectrum_plot(
 
 
 def spectrum_heatmap(
-    spectra: metrics.Spectra, *, value: str = "deviation", title: str | None = None
+    spectra: metrics.Spectra,
+    *,
+    value: str = "deviation",
+    cap_percentile: float | None = 98,
+    title: str | None = None,
 ) -> go.Figure:
     """Heatmap over layers × directions. ``value="deviation"``: mean over members of
-    ``|σ_m − σ₀|/σ₀`` (%); ``value="cv"``: coefficient of variation across members (%)."""
+    ``|σ_m − σ₀|/σ₀`` (%); ``value="cv"``: coefficient of variation across members (%).
+
+    Directions with a tiny pretrained σ₀ can move by thousands of percent and would wash out the rest,
+    so the colour scale stops at the ``cap_percentile``-th percentile (``None``: no cap); the hover
+    text still shows the true value."""
     if value not in ("deviation", "cv"):
         raise ConfigError(f"value={value!r} is not known; use 'deviation' or 'cv'.")
     div = metrics.spectrum_diversity(spectra)
@@ -518,7 +553,12 @@ def spectrum_heatmap(
             y=list(div),
             x=np.arange(width),
             colorscale="Viridis",
-            colorbar=dict(title=dict(text="%", side="top")),
+            zmax=None if cap_percentile is None else float(np.nanpercentile(z, cap_percentile)),
+            colorbar=dict(
+                title=dict(
+                    text="%" if cap_percentile is None else f"%<br>(p{cap_percentile:g} cap)", side="top"
+                )
+            ),
             hoverongaps=False,
         )
     )
@@ -594,8 +634,8 @@ def spectrum_history(
             line=dict(color="#000000", width=3, dash="dash"),
         )
     )
-    fig.update_layout(xaxis_title="training step", yaxis_title="‖Δσ‖ / ‖σ₀‖ (%)", legend=dict(x=0.02, y=0.98))
-    return _finish(fig, title or f"σ drift during training ({layer or 'all layers'})", 680, 440)
+    fig.update_layout(xaxis_title="training step", yaxis_title="‖Δσ‖ / ‖σ₀‖ (%)")
+    return _finish(fig, title or f"σ drift during training ({layer or 'all layers'})", 860, 440)
 
 
 # ----------------------------------------------------------------------------- cost
@@ -606,10 +646,13 @@ def cost_bars(
     *,
     method: str = "method",
     columns: Sequence[str] | None = None,
+    titles: Mapping[str, str] | None = None,
     title: str | None = "Cost by method",
 ) -> go.Figure:
     """One bar panel per cost column (default: whichever of ``params``, ``time_s``, ``memory_mb`` exist),
-    one bar per method. A column spanning more than two decades gets a log axis."""
+    one bar per method. ``titles``: axis title (with unit) per column, over :data:`AXIS_TITLES`.
+    A column spanning more than two decades gets a log axis."""
+    axis_titles = {**AXIS_TITLES, **(titles or {})}
     table = table.reset_index() if method not in table.columns else table
     if method not in table.columns:
         raise DataError(f"cost_bars: no {method!r} column (or index); columns: {list(table.columns)}.")
@@ -623,7 +666,7 @@ def cost_bars(
             f"columns: {list(table.columns)}."
         )
     fig = make_subplots(rows=1, cols=len(columns), horizontal_spacing=0.1)
-    names = table[method].astype(str).tolist()
+    names = ["<br>".join(textwrap.wrap(n, 10)) for n in table[method].astype(str)]
     colors = [_color(i) for i in range(len(names))]
     for j, col in enumerate(columns):
         values = table[col].astype(float).to_numpy()
@@ -644,7 +687,7 @@ def cost_bars(
         positive = values[values > 0]
         log = len(positive) > 1 and positive.max() / positive.min() > 100
         fig.update_yaxes(
-            title_text=AXIS_TITLES.get(col, col), type="log" if log else "linear", row=1, col=j + 1
+            title_text=axis_titles.get(col, col), type="log" if log else "linear", row=1, col=j + 1
         )
     return _finish(fig, title, 80 + 330 * len(columns), 430)
 
@@ -672,9 +715,9 @@ def find_browser() -> str:
 def export_session() -> Iterator[None]:
     """Keep one Chromium open across several :func:`export` calls (kaleido's sync server)::
 
-        with plots.export_session():
-            plots.export(fig_a, "a.png")
-            plots.export(figs, "figures/")
+    with plots.export_session():
+        plots.export(fig_a, "a.png")
+        plots.export(figs, "figures/")
     """
     import kaleido
 

@@ -81,7 +81,9 @@ def test_confidence_and_ood_figures():
     ood, _ = make_logits(n=120, seed=1)
     ood = ood * 0.3
     conf = plots.confidence_histogram({"ensemble": z, "member 0": z[:, 0]})
-    assert [t.name for t in conf.data] == ["ensemble", "member 0"] and len(conf.layout.shapes) == 2
+    mean = metrics.predictive_probs(z).max(1).mean()
+    assert conf.data[0].name == f"ensemble (mean {mean:.3f})" and conf.data[1].name.startswith("member 0 (")
+    assert sum(conf.data[0].y) == pytest.approx(100) and len(conf.data[0].x) <= 20
     names = ("msp", "entropy", "energy", "mutual_info")
     scores = {k: (metrics.uncertainty(z, k), metrics.uncertainty(ood, k)) for k in names}
     hist = plots.ood_histograms(scores)
@@ -107,7 +109,7 @@ def test_shift_and_risk_coverage():
     data = {"ensemble": (z, y), "by MI": (z, y, metrics.mutual_info(z))}
     rc = plots.risk_coverage_curves(data, max_points=100)
     assert len(rc.data) == 2 and len(rc.data[0].x) == 100 and rc.data[0].x[-1] == 1.0
-    assert f"AURC {metrics.aurc(z, y):.3f}" in rc.data[0].name
+    assert f"AURC {metrics.aurc(z, y):.3g}" in rc.data[0].name
 
 
 def test_spectrum_figures():
@@ -119,6 +121,8 @@ def test_spectrum_figures():
     heat = plots.spectrum_heatmap(spectra)
     assert heat.data[0].z.shape == (3, 18) and np.isnan(heat.data[0].z[0, -1])  # shorter layers padded
     assert plots.spectrum_heatmap(spectra, value="cv").data[0].z.shape == (3, 18)
+    assert heat.data[0].zmax == pytest.approx(np.nanpercentile(heat.data[0].z, 98))
+    assert plots.spectrum_heatmap(spectra, cap_percentile=None).data[0].zmax is None
     with pytest.raises(ConfigError, match="value"):
         plots.spectrum_heatmap(spectra, value="std")
     dist = plots.member_distance_matrix(spectra)
@@ -135,7 +139,9 @@ def test_cost_bars():
     table = pd.DataFrame({"method": ["single", "SVE", "deep ensemble"], "params": [3e3, 4e3, 2e6],
                           "time_s": [1.0, 1.2, 4.1], "memory_mb": [90, 95, 300]})
     fig = plots.cost_bars(table)
-    assert len(fig.data) == 3 and list(fig.data[0].x) == ["single", "SVE", "deep ensemble"]
+    assert len(fig.data) == 3 and list(fig.data[0].x) == ["single", "SVE", "deep<br>ensemble"]
+    assert plots.cost_bars(table.assign(method=["a very long method name", "b", "c"])).data[0].x[0] == (
+        "a very<br>long<br>method<br>name")
     assert fig.layout.yaxis.type == "log" and fig.layout.yaxis2.type == "linear"
     assert fig.data[0].text[2] == "2M"
     assert len(plots.cost_bars(table.set_index("method"), columns=["time_s"]).data) == 1
