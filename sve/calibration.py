@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
 
 from sve.errors import ConfigError, DataError, SVEError
-from sve.metrics import COMBINES, check_labels, ensemble_log_probs, member_logits
+from sve.metrics import COMBINES, check_labels, ensemble_log_probs, log_softmax, member_logits
 
 
 def _refuse_probabilities(z: np.ndarray) -> None:
@@ -40,9 +39,9 @@ def nll_and_grad(z: np.ndarray, y: np.ndarray, log_t: float, combine: str = "pro
     """
     rows = np.arange(len(y))
     s = (z.mean(1, keepdims=True) if combine == "logit" else z) / np.exp(log_t)  # (N, M', C)
-    logp = log_softmax(s, axis=-1)
+    logp = log_softmax(s)
     d_member = -(s[rows, :, y] - (np.exp(logp) * s).sum(-1))  # ∂ log p_m,y / ∂t, (N, M')
-    weights = softmax(logp[rows, :, y], axis=1)  # p_m,y / Σ_m' p_m',y: each member's share of p̄_y
+    weights = np.exp(log_softmax(logp[rows, :, y], axis=1))  # p_m,y / Σ_m' p_m',y: each member's share of p̄_y
     value = -float(np.mean(ensemble_log_probs(s, "prob")[rows, y]))
     return value, -float(np.mean((weights * d_member).sum(1)))
 

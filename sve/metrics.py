@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import log_softmax, logsumexp
 
 from sve.errors import ConfigError, DataError
 
@@ -118,6 +117,17 @@ def _scores(scores: Any, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- predictions
 
 
+def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """``log Σ exp(a)`` along ``axis`` (max-shifted, so it does not overflow)."""
+    top = a.max(axis=axis, keepdims=True)
+    return np.squeeze(top + np.log(np.exp(a - top).sum(axis=axis, keepdims=True)), axis=axis)
+
+
+def log_softmax(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``a − logsumexp(a)`` along ``axis``."""
+    return a - np.expand_dims(logsumexp(a, axis), axis)
+
+
 def ensemble_log_probs(logits: Any, combine: str = "prob") -> np.ndarray:
     """Log of the ensemble's predictive distribution, ``(N, C)``.
 
@@ -127,13 +137,15 @@ def ensemble_log_probs(logits: Any, combine: str = "prob") -> np.ndarray:
     _check_combine(combine)
     z = member_logits(logits)
     if combine == "logit":
-        return log_softmax(z.mean(1), axis=-1)
-    return logsumexp(log_softmax(z, axis=-1), axis=1) - np.log(z.shape[1])
+        return log_softmax(z.mean(1))
+    if z.shape[1] == 1:
+        return log_softmax(z[:, 0])
+    return logsumexp(log_softmax(z), axis=1) - np.log(z.shape[1])
 
 
 def member_probs(logits: Any) -> np.ndarray:
     """Each member's softmax probabilities, ``(N, M, C)``."""
-    return np.exp(log_softmax(member_logits(logits), axis=-1))
+    return np.exp(log_softmax(member_logits(logits)))
 
 
 def predictive_probs(logits: Any, combine: str = "prob") -> np.ndarray:
@@ -611,7 +623,7 @@ def pairwise_matrix(logits: Any, kind: str = "disagreement") -> np.ndarray:
     if kind not in PAIRWISE:
         raise ConfigError(f"kind={kind!r} is not known; use one of {PAIRWISE}.")
     z = member_logits(logits)
-    logp = log_softmax(z, axis=-1)
+    logp = log_softmax(z)
     top = z.argmax(-1)
     m = logp.shape[1]
     out = np.zeros((m, m))
@@ -764,16 +776,17 @@ def _row(
     coverage: float,
 ) -> dict[str, float]:
     single = z.shape[1] == 1
+    logp = ensemble_log_probs(z, combine)[:, None, :]  # combined once; log-probs are valid (N, 1, C) logits
     row = {
-        "accuracy": accuracy(z, y, combine),
-        "nll": nll(z, y, combine),
-        "brier": brier(z, y, combine),
-        "ece": ece(z, y, n_bins, combine),
-        "adaptive_ece": adaptive_ece(z, y, n_bins, combine),
-        "mce": mce(z, y, n_bins, combine),
-        "classwise_ece": classwise_ece(z, y, n_bins, combine),
-        "aurc": aurc(z, y, combine=combine),
-        f"acc_at_{round(coverage * 100)}": accuracy_at_coverage(z, y, coverage, combine=combine),
+        "accuracy": accuracy(logp, y),
+        "nll": nll(logp, y),
+        "brier": brier(logp, y),
+        "ece": ece(logp, y, n_bins),
+        "adaptive_ece": adaptive_ece(logp, y, n_bins),
+        "mce": mce(logp, y, n_bins),
+        "classwise_ece": classwise_ece(logp, y, n_bins),
+        "aurc": aurc(logp, y),
+        f"acc_at_{round(coverage * 100)}": accuracy_at_coverage(logp, y, coverage),
     }
     id_scores = uncertainty_scores(z, names, combine)
     ood_scores = uncertainty_scores(ood, names, combine) if ood is not None else {}

@@ -455,11 +455,15 @@ def test_evaluate_table():
     t = metrics.evaluate(torch.tensor(z), y, ood, members=True)
     assert list(t.index) == ["member_0", "member_1", "member_2", "ensemble"]
     ens = t.loc["ensemble"]
-    assert ens["ece"] == metrics.ece(z, y) and ens["nll"] == metrics.nll(z, y)
-    assert ens["acc_at_90"] == metrics.accuracy_at_coverage(z, y, 0.9)
+    assert ens["ece"] == pytest.approx(metrics.ece(z, y), rel=1e-12)
+    assert ens["nll"] == pytest.approx(metrics.nll(z, y), rel=1e-12)
+    assert ens["acc_at_90"] == pytest.approx(metrics.accuracy_at_coverage(z, y, 0.9), rel=1e-12)
     assert ens["auroc_entropy"] == metrics.auroc(metrics.entropy(z), metrics.entropy(ood))
     assert ens["fpr95_mutual_info"] == metrics.fpr_at_tpr(metrics.mutual_info(z), metrics.mutual_info(ood))
-    assert t.loc["member_1", "brier"] == metrics.brier(z[:, 1], y)
+    assert t.loc["member_1", "brier"] == pytest.approx(metrics.brier(z[:, 1], y), rel=1e-12)
+    logit = metrics.evaluate(z, y, combine="logit").loc["ensemble"]
+    assert logit["nll"] == pytest.approx(metrics.nll(z, y, "logit"), rel=1e-12)
+    assert logit["nll"] != pytest.approx(ens["nll"])
     assert np.isnan(t.loc["member_0", "auroc_mutual_info"]) and not np.isnan(t.loc["member_0", "auroc_msp"])
     member2 = metrics.auroc(metrics.energy(z[:, 2]), metrics.energy(ood[:, 2]))
     assert t.loc["member_2", "auroc_energy"] == member2

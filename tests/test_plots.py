@@ -175,8 +175,8 @@ def test_export_writes_valid_files_in_one_batch(tmp_path):
     spectra = make_spectra()
     figs = {"reliability": plots.reliability_diagram({"a": (z, y), "b": (z[:, 0], y)}),
             "heatmap": plots.spectrum_heatmap(spectra), "distances": plots.member_distance_matrix(spectra)}
-    with plots.export_session():  # one browser for the three export calls below
-        written = plots.export(figs, tmp_path / "out")
+    written = plots.export(figs, tmp_path / "out")  # 9 files, one browser start
+    with plots.export_session():  # one browser shared by the two calls below
         single = plots.export(figs["heatmap"], tmp_path / "one.png")
         stems = plots.export(figs["heatmap"], tmp_path / "two", formats=("svg", "pdf"))
     assert sorted(p.name for p in written) == sorted(f"{n}.{f}" for n in figs for f in ("png", "svg", "pdf"))
