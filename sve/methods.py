@@ -141,8 +141,7 @@ def _is_num(v: Any) -> bool:
 
 
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {  # option -> (valid?, what is expected)
-    "seed": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
-             "None or an integer ≥ 0"),
+    "seed": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "None or an integer"),
     "init_std": (lambda v: _is_num(v) and v >= 0, "a number ≥ 0"),
     "init_gain": (lambda v: _is_num(v) and v > 0, "a number > 0"),
     "rank": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer ≥ 1"),
@@ -267,7 +266,7 @@ class LoRALayer(EnsembleLayer):
         self.check_rows(x)
         y = _add_bias(self, self.shared(x, self.weight.to(x.dtype)), self.bias)
         z = self.per_member(x, self.lora_A.to(x.dtype))
-        return y + self.scale * _per_member_channels(self, z, self.lora_B)
+        return y + self.scale * _per_member_channels(self, z, self.lora_B.to(x.dtype))
 
     def member_weight(self, m: int) -> tuple[Tensor, Tensor | None]:
         delta = self.lora_B[m].detach() @ self.lora_A[m].detach().reshape(self.rank, -1)
@@ -524,7 +523,7 @@ class MCDropout(EnsembleModel):
         else:
             device = self.sve_head_weight.device
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(self.config["seed"])
+                torch.manual_seed(_seed_for(self.config["seed"], "mc_dropout"))
                 f = self.head_drop(self.features(*args, **inputs))
         return f @ self.sve_head_weight[0].to(f.dtype).T + self.sve_head_bias[0]
 

@@ -448,7 +448,7 @@ def test_unknown_method_lists_the_valid_ones():
     ("batch_ensemble", {"train_shared": "yes"}, ["train_shared", "True or False"]),
     ("batch_ensemble", {"init_std": -1}, ["init_std", "≥ 0"]),
     ("mc_dropout", {"rate": 1.0}, ["rate", "[0, 1)"]),
-    ("deep_ensemble", {"seed": -1}, ["seed"]),
+    ("deep_ensemble", {"seed": 1.5}, ["seed=1.5", "integer"]),
 ])
 def test_inapplicable_or_invalid_options_are_refused_by_name(name, opts, words):
     with pytest.raises(ConfigError) as err:
