@@ -1,0 +1,299 @@
+"""Joint training of all ensemble members (HF Accelerate) and batched prediction.
+
+Recipe (the authors' snippet): AdamW (lr 1e-3, weight decay 0.05 on every trainable tensor),
+grad-norm clip 1.0, 10 epochs, linear warm-up for 5 epochs then cosine decay, batch 16 (before the
+M-fold fan-out). The learning-rate factor at unit ``i`` (an epoch with ``schedule="epoch"``, as the
+authors; a step with ``schedule="step"``) of ``n`` units, ``w`` of them warm-up::
+
+    f(i) = (i + 1) / w                              for i < w
+    f(i) = ½ (1 + cos(π (i − w) / (n − w)))         otherwise
+
+Loss: the mean over members of the cross-entropy, every member on the whole batch,
+``CE(logits.flatten(0, 1), labels.repeat_interleave(M))``.
+
+``sigma_decay="pretrained"`` takes the singular values out of AdamW's decay and instead applies,
+before each step, the decoupled update ``σ ← σ − lr·wd·(σ − σ₀)`` toward the pretrained values
+(any per-member layer's ``decay_anchors()``); ``"zero"`` is the authors' choice (σ decays to 0).
+
+Best checkpoint: highest validation accuracy of the combined prediction (ties: lower NLL), kept in
+memory (and written with ``sve.save`` to ``checkpoint_dir`` if given) and restored at the end;
+then one temperature is fitted on its validation logits (``sve.calibration.fit_temperature``).
+
+Distributed: ``accelerate launch --cpu --num_processes 2 script.py`` runs the same ``fit`` with
+DDP. Batches are split across processes (``split_batches``), so a global batch of 16 gives the
+same model as one process, up to float summation order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from sve.core import EnsembleModel, _unwrap, save
+from sve.errors import ConfigError, DataError, TrainingError
+
+Callback = Callable[[str, dict], Any]
+
+
+class StopTraining(Exception):
+    """Raise from a callback (or return False) to stop training cleanly after this step."""
+
+
+@dataclass
+class FitResult:
+    """``history``: one dict per epoch (epoch, lr, train_loss, val_loss, val_acc, val_nll, seconds);
+    ``best_epoch`` and its ``best`` row; ``temperature`` fitted on validation; ``steps`` done;
+    ``stopped``: why training ended early (None if it ran all epochs)."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    best: dict | None = None
+    temperature: float = 1.0
+    steps: int = 0
+    stopped: str | None = None
+
+
+def lr_factor(i: int, n: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay (see the module docstring)."""
+    if i < warmup:
+        return (i + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, n - warmup)))
+
+
+def _loader(data: Dataset | DataLoader, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    if isinstance(data, DataLoader):
+        return data
+    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+        raise DataError(f"expected a Dataset of dict items or a DataLoader, got {type(data).__name__}.")
+    if len(data) == 0:
+        raise DataError("the dataset is empty.")
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+def _split(model: nn.Module, batch: Any, need_labels: bool) -> tuple[dict[str, Tensor], Tensor | None]:
+    """Batch dict → (model inputs, labels)."""
+    if not isinstance(batch, dict):
+        raise DataError(f"batches must be dicts of tensors (pixel_values / input_ids, labels), got "
+                        f"{type(batch).__name__}; sve.data.prepare(ds, backbone) makes them.")
+    names = _unwrap(model).input_names
+    labels = batch.get("labels")
+    if need_labels and not isinstance(labels, Tensor):
+        raise DataError(f"the batch has no 'labels' tensor (keys {sorted(batch)}).")
+    return {k: v for k, v in batch.items() if k in names}, labels
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, loader: Iterable, accelerator: Any = None) -> tuple[Tensor, Tensor | None]:
+    """All (N, M, C) logits of a loader (and its labels, if every batch has them), on CPU.
+
+    With an ``accelerator`` each process runs its shard and the results are gathered.
+    """
+    was_training = model.training
+    model.eval()
+    device = accelerator.device if accelerator else _device_of(model)
+    outs, labels = [], []
+    for batch in loader:
+        inputs, y = _split(model, batch, need_labels=False)
+        z = model(**{k: v.to(device) for k, v in inputs.items()}).float()
+        y = y.to(device) if isinstance(y, Tensor) else None
+        if accelerator is not None:
+            z, y = accelerator.gather_for_metrics((z, y)) if y is not None else (
+                accelerator.gather_for_metrics(z), None)
+        outs.append(z.cpu())
+        labels.append(y.cpu() if y is not None else None)
+    model.train(was_training)
+    has_labels = bool(labels) and all(t is not None for t in labels)
+    return torch.cat(outs), torch.cat(labels) if has_labels else None
+
+
+def predict(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 64) -> Tensor:
+    """Member logits ``(N, M, C)`` (CPU float32) for a Dataset of dict items or a DataLoader."""
+    return _logits(model, _loader(data, batch_size, shuffle=False, seed=0))[0]
+
+
+def _member_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over members and rows; logits (B, M, C), labels (B,)."""
+    return F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]))
+
+
+def _val_metrics(logits: Tensor, labels: Tensor, combine: str) -> dict[str, float]:
+    from sve.metrics import ensemble_log_probs
+
+    logp, y = ensemble_log_probs(logits, combine), labels.numpy()  # numpy (N, C)
+    return {"val_loss": float(_member_loss(logits, labels)),
+            "val_acc": float((logp.argmax(-1) == y).mean()),
+            "val_nll": float(-logp[range(len(y)), y].mean())}
+
+
+def _call(callbacks: Iterable[Callback], event: str, info: dict) -> bool:
+    """Run the callbacks; True means "stop"."""
+    stop = False
+    for cb in callbacks:
+        try:
+            stop |= cb(event, info) is False
+        except StopTraining:
+            stop = True
+    return stop
+
+
+def _anywhere(acc: Any, flag: bool) -> bool:
+    """True if ``flag`` is True on any process (so that all processes stop together)."""
+    if acc.num_processes == 1:
+        return flag
+    return acc.reduce(torch.tensor(float(flag), device=acc.device), "sum").item() > 0
+
+
+def _trainable(model: EnsembleModel) -> dict[str, Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _restore(model: EnsembleModel, state: dict[str, Tensor]) -> None:
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in state:
+                p.copy_(state[n])
+
+
+def _param_groups(model: EnsembleModel, weight_decay: float, sigma_decay: str):
+    """AdamW groups and the (param, anchor) pairs decayed toward their pretrained value."""
+    anchored: list[tuple[Tensor, Tensor]] = []
+    if sigma_decay == "pretrained":
+        for layer in model.layers().values():
+            for name, anchor in layer.decay_anchors().items():
+                anchored.append((getattr(layer, name), anchor))
+    ids = {id(p) for p, _ in anchored}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in ids], "weight_decay": weight_decay}]
+    if anchored:
+        groups.append({"params": [p for p, _ in anchored], "weight_decay": 0.0})
+    return groups, anchored
+
+
+def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader | None = None,
+        epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.05, warmup_epochs: int = 5,
+        grad_clip: float | None = 1.0, batch_size: int = 16, seed: int = 0,
+        callbacks: Iterable[Callback] = (), *, sigma_decay: str = "zero", schedule: str = "epoch",
+        combine: str = "prob", checkpoint_dir: str | Path | None = None, progress: bool = True,
+        mixed_precision: str | None = None) -> FitResult:
+    """Train a wrapped model's members jointly; returns a ``FitResult`` (see the module docstring).
+
+    ``train`` / ``val``: Datasets of dict items (``pixel_values`` or ``input_ids``/``attention_mask``,
+    and ``labels``) or DataLoaders. Callbacks get ``(event, info)`` for ``"step"`` (epoch, step,
+    loss, lr), ``"epoch"`` (the history row) and ``"end"`` (the result); returning False or raising
+    ``StopTraining`` stops after the current step. A non-finite loss or gradient raises
+    ``TrainingError`` naming the step, after restoring the last good (best) checkpoint.
+    The model is left on its training device with the best weights, in eval mode, with
+    ``model.temperature`` set.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
+    from tqdm.auto import tqdm
+
+    core = _unwrap(model)
+    if sigma_decay not in ("zero", "pretrained"):
+        raise ConfigError(f"sigma_decay={sigma_decay!r}: use 'zero' (AdamW, the authors) or 'pretrained'.")
+    if schedule not in ("epoch", "step"):
+        raise ConfigError(f"schedule={schedule!r}: use 'epoch' (the authors) or 'step'.")
+    if not (isinstance(epochs, int) and epochs >= 1 and lr > 0 and weight_decay >= 0 and batch_size >= 1
+            and warmup_epochs >= 0):
+        raise ConfigError("need epochs ≥ 1, lr > 0, weight_decay ≥ 0, warmup_epochs ≥ 0, batch_size ≥ 1; "
+                          f"got {epochs=}, {lr=}, {weight_decay=}, {warmup_epochs=}, {batch_size=}.")
+    set_seed(seed)
+    acc = Accelerator(mixed_precision=mixed_precision,
+                      dataloader_config=DataLoaderConfiguration(split_batches=True),
+                      kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    train_dl = _loader(train, batch_size, shuffle=True, seed=seed)
+    val_dl = _loader(val, batch_size, shuffle=False, seed=seed) if val is not None else None
+    groups, anchored = _param_groups(core, weight_decay, sigma_decay)
+    opt = torch.optim.AdamW(groups, lr=lr)
+    dmodel, opt, train_dl = acc.prepare(core, opt, train_dl)
+    val_dl = acc.prepare(val_dl) if val_dl is not None else None
+    anchored = [(p, a.to(p.device)) for p, a in anchored]
+    steps_per_epoch = len(train_dl)
+    n_units, n_warm = (epochs, warmup_epochs) if schedule == "epoch" else (
+        epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
+    result, best_key = FitResult(), None
+    good = _trainable(core)  # the last good checkpoint: the initial state until a best epoch exists
+    stop = False
+    for epoch in range(epochs):
+        core.train()
+        t0, losses = time.time(), []
+        bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                   disable=not (progress and acc.is_main_process))
+        for step, batch in enumerate(bar):
+            unit = epoch if schedule == "epoch" else result.steps
+            lr_now = lr * lr_factor(unit, n_units, n_warm)
+            for g in opt.param_groups:
+                g["lr"] = lr_now
+            inputs, labels = _split(core, batch, need_labels=True)
+            with acc.autocast():
+                loss = _member_loss(dmodel(**inputs).float(), labels)
+            acc.backward(loss)
+            norm = acc.clip_grad_norm_(core.parameters(), grad_clip) if grad_clip else None
+            loss_all = acc.reduce(loss.detach().clone(), "mean")  # over processes; NaN anywhere -> NaN
+            if not torch.isfinite(loss_all) or (norm is not None and not torch.isfinite(norm)):
+                _restore(core, good)
+                result.stopped = f"non-finite loss at epoch {epoch + 1}, step {step + 1}"
+                err = TrainingError(
+                    f"non-finite {'loss' if not torch.isfinite(loss_all) else 'gradient'} "
+                    f"({float(loss_all):.4g}) at "
+                    f"epoch {epoch + 1}, step {step + 1} (global step {result.steps + 1}); training stopped "
+                    f"and the model was restored to the last good checkpoint (epoch "
+                    f"{result.best_epoch if result.best_epoch is not None else 'initial'}). Lower lr "
+                    "(e.g. ×0.1), keep grad_clip, or check the inputs for NaN/inf.")
+                err.result = result
+                raise err
+            for p, anchor in anchored:
+                with torch.no_grad():
+                    p.sub_(lr_now * weight_decay * (p - anchor))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            result.steps += 1
+            losses.append(float(loss_all))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            stop = _call(callbacks, "step", {"epoch": epoch, "step": step, "global_step": result.steps,
+                                             "loss": losses[-1], "lr": lr_now})
+            if _anywhere(acc, stop):
+                result.stopped = f"stopped by a callback at epoch {epoch + 1}, step {step + 1}"
+                break
+        row = {"epoch": epoch, "lr": lr_now, "train_loss": sum(losses) / max(1, len(losses))}
+        if val_dl is not None:
+            z, y = _logits(dmodel, val_dl, acc)
+            row.update(_val_metrics(z, y, combine))
+            key = (row["val_acc"], -row["val_nll"])
+            if best_key is None or key > best_key:
+                best_key, result.best_epoch, good = key, epoch, _trainable(core)
+                if checkpoint_dir is not None and acc.is_main_process:
+                    save(core, Path(checkpoint_dir) / "best.safetensors")
+        row["seconds"] = time.time() - t0
+        result.history.append(row)
+        if _anywhere(acc, _call(callbacks, "epoch", dict(row)) or stop):
+            result.stopped = result.stopped or f"stopped by a callback after epoch {epoch + 1}"
+            break
+    if val_dl is None:
+        result.best_epoch, good = len(result.history) - 1, _trainable(core)
+    _restore(core, good)
+    result.best = result.history[result.best_epoch] if result.history else None
+    if val_dl is not None:
+        from sve.calibration import fit_temperature
+
+        z, y = _logits(dmodel, val_dl, acc)
+        result.temperature = fit_temperature(z, y, combine=combine)
+    core.temperature = result.temperature
+    core.eval()
+    _call(callbacks, "end", {"result": result})
+    return result

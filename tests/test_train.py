@@ -1,0 +1,255 @@
+"""sve.train: joint training on real data (sklearn digits), determinism, checkpoints, callbacks,
+non-finite loss, σ decay toward the pretrained values, prediction, and DDP on 2 CPU processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sve import core, train
+from sve.errors import ConfigError, DataError, MissingAssetError, TrainingError
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+from test_core import tiny_vit  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Items(Dataset):
+    """A Dataset of dict items, as sve.data.prepare gives."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixel_values": self.x[i], "labels": self.y[i]}
+
+
+def digits(n_train: int = 96, n_val: int = 48, size: int = 32) -> tuple[Items, Items]:
+    """Real data: sklearn's 8×8 digits, upsampled to size×size×3 and standardised."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear").repeat(1, 3, 1, 1)
+    x, y = (x - 0.3) / 0.4, torch.tensor(d.target)
+    return Items(x[:n_train], y[:n_train]), Items(x[n_train:n_train + n_val], y[n_train:n_train + n_val])
+
+
+def _model(seed: int = 0, members: int = 2) -> core.EnsembleModel:
+    return core.wrap(tiny_vit(), members, 10, seed=seed)
+
+
+def _state(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+FAST = dict(epochs=2, warmup_epochs=1, lr=1e-2, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def test_lr_schedule_is_warmup_then_cosine():
+    f = [train.lr_factor(i, 10, 5) for i in range(10)]
+    assert f[:5] == [0.2, 0.4, 0.6, 0.8, 1.0]  # (e+1)/5, as the authors' snippet
+    assert f[5] == 1.0 and all(a > b for a, b in zip(f[5:], f[6:])) and f[-1] > 0
+    assert train.lr_factor(0, 3, 0) == 1.0 and train.lr_factor(4, 3, 5) == 1.0
+
+
+@pytest.mark.parametrize("name, data, kw", [
+    ("dinov2-small", "mnist5k", {"image_size": 56}),
+    ("minilm-l3", "bbc-news", {"max_length": 32}),
+])
+def test_loss_falls_on_real_data_with_a_real_backbone(name, data, kw):
+    from sve.backbones import load_backbone
+    from sve.data import load_dataset, prepare
+
+    try:
+        bb = load_backbone(name, **kw)
+        tr, va = (load_dataset(data, split, limit=n) for split, n in (("train", 64), ("val", 32)))
+    except MissingAssetError as e:
+        pytest.skip(f"asset not installed: {e}")
+    classes = len(tr.classes)
+    tr, va = prepare(tr, bb), prepare(va, bb)
+    model = core.wrap(bb, 2, classes, targets="last:2", seed=0)
+    result = train.fit(model, tr, va, epochs=3, warmup_epochs=1, lr=1e-2, progress=False)
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < 0.8 * losses[0]
+    assert result.best["val_acc"] > 2 / classes  # twice chance
+    assert not model.training
+
+
+def test_fit_is_deterministic_for_a_seed():
+    tr, va = digits(48, 16)
+    runs = []
+    for _ in range(2):
+        model = _model()
+        result = train.fit(model, tr, va, seed=3, **FAST)
+        runs.append((_state(model), [{k: v for k, v in r.items() if k != "seconds"} for r in result.history],
+                     result.temperature))
+    (s1, h1, t1), (s2, h2, t2) = runs
+    assert h1 == h2 and t1 == t2
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_best_checkpoint_is_kept_and_temperature_fitted(tmp_path):
+    tr, va = digits(48, 32)
+    model = _model()
+    snapshots = {}
+    cb = lambda event, info: snapshots.__setitem__(info["epoch"], _state(model)) if event == "epoch" else None
+    result = train.fit(model, tr, va, epochs=3, warmup_epochs=1, lr=5e-2, progress=False, callbacks=[cb],
+                       checkpoint_dir=tmp_path)
+    keys = [(r["val_acc"], -r["val_nll"]) for r in result.history]
+    assert result.best_epoch == keys.index(max(keys)) and result.best == result.history[result.best_epoch]
+    best = snapshots[result.best_epoch]
+    assert all(torch.equal(p, best[n]) for n, p in _state(model).items())  # restored at the end
+    saved = core.load(tiny_vit(), tmp_path / "best.safetensors")
+    assert all(torch.equal(p, best[n]) for n, p in _state(saved).items())
+    assert result.temperature > 0 and model.temperature == result.temperature
+    assert saved.temperature == 1.0  # saved during training, before the temperature fit
+
+
+def test_callbacks_see_events_and_can_stop():
+    tr, va = digits(48, 16)
+    events = []
+    result = train.fit(_model(), tr, va, callbacks=[lambda e, info: events.append((e, dict(info)))], **FAST)
+    kinds = [e for e, _ in events]
+    assert kinds.count("step") == result.steps == 6 and kinds.count("epoch") == 2 and kinds[-1] == "end"
+    assert {"epoch", "step", "loss", "lr"} <= set(events[0][1])
+    assert {"train_loss", "val_acc", "val_nll", "lr"} <= set(events[3][1])
+
+    result = train.fit(_model(), tr, va, callbacks=[lambda e, info: e != "step"], **FAST)
+    assert result.steps == 1 and "callback" in result.stopped and len(result.history) == 1
+
+    def stop_after_epoch(event, info):
+        if event == "epoch":
+            raise train.StopTraining
+
+    result = train.fit(_model(), tr, va, callbacks=[stop_after_epoch], **FAST)
+    assert result.steps == 3 and len(result.history) == 1 and result.stopped
+
+
+class PoisonAfter(Items):
+    """Returns NaN images once ``n`` items have been read (i.e. in the second epoch)."""
+
+    def __init__(self, base: Items, n: int):
+        super().__init__(base.x, base.y)
+        self.n, self.reads = n, 0
+
+    def __getitem__(self, i: int) -> dict:
+        self.reads += 1
+        item = super().__getitem__(i)
+        return {**item, "pixel_values": item["pixel_values"] * float("nan")} if self.reads > self.n else item
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint():
+    tr, va = digits(48, 16)
+    model = _model()
+    snapshots = {}
+    cb = lambda event, info: snapshots.__setitem__(info["epoch"], _state(model)) if event == "epoch" else None
+    loader = DataLoader(PoisonAfter(tr, 48 + 16), batch_size=16, shuffle=False)
+    with pytest.raises(TrainingError, match=r"non-finite loss.*epoch 2, step 2") as e:
+        train.fit(model, loader, va, callbacks=[cb], **FAST)
+    assert all(torch.equal(p, snapshots[0][n]) for n, p in _state(model).items())
+    assert e.value.result.best_epoch == 0 and len(e.value.result.history) == 1
+
+
+def test_sigma_decay_toward_pretrained_values():
+    tr, _ = digits(48, 16)
+    dist = {}
+    for mode in ("zero", "pretrained"):
+        model = _model()
+        train.fit(model, tr, None, sigma_decay=mode, weight_decay=50.0, **{**FAST, "lr": 1e-3})
+        spec = core.spectra(model)
+        dist[mode] = sum(float((s - s0).norm() / s0.norm()) for s, s0 in spec.values()) / len(spec)
+        shrink = sum(float(s.mean() / s0.mean()) for s, s0 in spec.values()) / len(spec)
+        if mode == "zero":
+            assert shrink < 0.99  # AdamW pulls σ toward 0
+    assert dist["pretrained"] < 0.5 * dist["zero"]
+    groups, anchored = train._param_groups(_model(), 0.05, "pretrained")
+    sigmas = {id(p) for p, _ in anchored}
+    assert sigmas and groups[1]["weight_decay"] == 0 and not sigmas & {id(p) for p in groups[0]["params"]}
+
+
+def test_predict_takes_a_dataset_or_a_loader():
+    tr, _ = digits(40, 8)
+    model = _model()
+    a = train.predict(model, tr, batch_size=16)
+    b = train.predict(model, DataLoader(tr, batch_size=7))
+    assert a.shape == (40, 2, 10) and torch.allclose(a, b, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(a[:5], model(tr.x[:5]), atol=1e-6)
+
+
+def test_bad_fit_input():
+    tr, va = digits(32, 16)
+    model = _model()
+    with pytest.raises(ConfigError, match="sigma_decay"):
+        train.fit(model, tr, va, sigma_decay="one")
+    with pytest.raises(ConfigError, match="schedule"):
+        train.fit(model, tr, va, schedule="hourly")
+    with pytest.raises(ConfigError, match="epochs"):
+        train.fit(model, tr, va, epochs=0)
+    with pytest.raises(DataError, match="dicts"):
+        train.fit(model, [(tr.x[i], tr.y[i]) for i in range(32)], va, **FAST)
+    with pytest.raises(DataError, match="labels"):
+        train.fit(model, [{"pixel_values": tr.x[i]} for i in range(32)], va, **FAST)
+    with pytest.raises(ConfigError, match="sve.wrap"):
+        train.fit(torch.nn.Linear(2, 2), tr, va)
+
+
+# ----------------------------------------------------------------------------------------------
+# DDP: the same fit on 2 CPU processes (accelerate launch) == one process
+
+
+def ddp_main(out: str) -> None:
+    """Run by `accelerate launch` (and in-process by the test): a small fit, trainable state saved."""
+    from accelerate import PartialState
+
+    torch.set_num_threads(1)
+    tr, va = digits(64, 32)
+    model = _model()
+    result = train.fit(model, tr, va, epochs=2, warmup_epochs=1, lr=1e-2, batch_size=16, progress=False)
+    if PartialState().is_main_process:
+        torch.save({"state": _state(model), "history": result.history, "steps": result.steps}, out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(TESTS)!r})\n"
+                      "from test_train import ddp_main\nddp_main(sys.argv[1])\n")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), str(script), str(tmp_path / "ddp.pt")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp_main(str(tmp_path / "one.pt"))
+    ddp, one = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")
+    assert ddp["steps"] == one["steps"] == 8  # 64 samples / global batch 16 × 2 epochs
+    for n, p in one["state"].items():
+        assert torch.allclose(ddp["state"][n], p, atol=1e-5, rtol=1e-4), n
+    for a, b in zip(ddp["history"], one["history"]):
+        assert abs(a["val_acc"] - b["val_acc"]) < 1e-6 and abs(a["train_loss"] - b["train_loss"]) < 1e-4
