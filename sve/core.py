@@ -144,8 +144,9 @@ class EnsembleLayer(nn.Module):
         return module.requires_grad_(False)
 
 
-_SVD_CACHE: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
-SVD_CACHE_MAX_PARAMS = 200_000_000  # trunks above this size are not cached (memory)
+_SVD_CACHE: dict[str, dict[tuple, tuple[Tensor, Tensor, Tensor]]] = {}  # fingerprint -> entries
+SVD_CACHE_MAX_ELEMENTS = 64_000_000  # ~256 MB of float32 U, s, Vᵀ; the oldest backbones go first
+DENSE_CACHE_MAX_ELEMENTS = 32_000_000  # per layer: M dense weights bigger than this are not kept
 
 
 def thin_svd(weight: Tensor, dtype: str = "float64",
@@ -153,19 +154,21 @@ def thin_svd(weight: Tensor, dtype: str = "float64",
     """``U (out, r), s (r,), Vᵀ (r, fan_in)`` of ``weight`` reshaped to out × fan_in.
 
     Computed in ``dtype``; U, Vᵀ returned in the weight's dtype, s in float32. With a ``key``
-    (``wrap`` uses (backbone fingerprint, layer name, dtype, device)) the result is kept, for one
-    backbone at a time, so wrapping the same backbone again (another seed, M, load) skips the SVD.
-    The cached tensors are shared read-only by the models that use them.
+    (``wrap`` uses (backbone fingerprint, layer name, dtype, device)) the result is kept in a small
+    in-memory cache, so wrapping the same backbone again (another seed or M, ``load``) skips the
+    SVD. Cached tensors are shared read-only by the models that use them.
     """
-    if key is not None and key in _SVD_CACHE:
-        return _SVD_CACHE[key]
+    store = _SVD_CACHE.get(key[0], {}) if key is not None else {}
+    if key in store:
+        return store[key]
     w = weight.detach()
     U, s, Vh = torch.linalg.svd(w.reshape(w.shape[0], -1).to(getattr(torch, dtype)), full_matrices=False)
     result = (U.to(w.dtype), s.float(), Vh.to(w.dtype))
     if key is not None:
-        if any(k[0] != key[0] for k in _SVD_CACHE):
-            _SVD_CACHE.clear()
-        _SVD_CACHE[key] = result
+        _SVD_CACHE[key[0]] = {**_SVD_CACHE.pop(key[0], {}), key: result}  # most recent last
+        size = lambda: sum(t.numel() for e in _SVD_CACHE.values() for r in e.values() for t in r)
+        while _SVD_CACHE and size() > SVD_CACHE_MAX_ELEMENTS:
+            _SVD_CACHE.pop(next(iter(_SVD_CACHE)))
     return result
 
 
@@ -180,9 +183,10 @@ class SVELayer(EnsembleLayer):
         y_m = W_m x_m + b_m, two exact paths on member m's rows x_m:
           dense:    materialise all W_m = (U·σ_m) Vᵀ, then one batched matmul / grouped conv
           factored: y_m = U (σ_m ⊙ (Vᵀ x_m))    no per-member weight is ever built
-    ``mode="auto"`` picks the cheaper path from the shapes and the autograd mode (FLOP count;
-    with autograd off the dense W_m are cached until ``sve_sigma`` changes, so their build is
-    counted as free and the choice does not depend on the cache's state).
+    ``mode="auto"`` picks the cheaper path by FLOP count from the shapes and the autograd mode:
+    with autograd off the dense W_m are cached until ``sve_sigma`` changes (unless M·out·fan_in >
+    ``DENSE_CACHE_MAX_ELEMENTS``), so their build counts as free; the choice never depends on
+    the cache's state, so the same inputs always give the same bits.
 
     The SVD runs in ``svd_dtype`` (float64 by default: its rounding to float32 rebuilds W ~5×
     more exactly than a float32 SVD, as the authors use; "float32" is faster for big layers on CPU).
@@ -216,25 +220,30 @@ class SVELayer(EnsembleLayer):
         raw = self.sve_sigma
         return raw.clamp(min=0) if self.positivity == "clamp" else F.softplus(raw)
 
+    def _caching(self) -> bool:  # autograd off and the M dense weights not too big to keep
+        return not torch.is_grad_enabled() and (
+            self.num_members * self.out_features * self.fan_in <= DENSE_CACHE_MAX_ELEMENTS)
+
     def weights(self) -> Tensor:
-        """All members' dense weights (M, *weight_shape); cached while autograd is off."""
+        """All members' dense weights (M, *weight_shape); cached while autograd is off, until
+        ``sve_sigma`` changes (its version counter; after a ``.data`` edit call ``clear_cache``)."""
         key = (self.sve_sigma._version, self.sve_sigma.data_ptr(), self.U.dtype, self.U.device)
-        if torch.is_grad_enabled():
-            self._cache = None
-        elif self._cache is not None and self._cache[0] == key:
+        if self._cache is not None and self._cache[0] == key and self._caching():
             return self._cache[1]
         W = torch.matmul(self.U * self.sigma().to(self.U.dtype)[:, None, :], self.Vh)  # (M, out, fan_in)
         W = W.reshape(self.num_members, *self.weight_shape)
-        if not torch.is_grad_enabled():
-            self._cache = (key, W)
+        self._cache = (key, W) if self._caching() else None
         return W
+
+    def clear_cache(self) -> None:
+        self._cache = None
 
     def use_dense(self, x: Tensor) -> bool:
         if self.mode != "auto":
             return self.mode == "dense"
         r, out, fan_in = self.Vh.shape[0], self.out_features, self.fan_in
         rows = x.numel() // self.in_features // (math.prod(self.stride) if self.conv else 1)
-        build = self.num_members * out * r * fan_in if torch.is_grad_enabled() else 0  # else cached
+        build = 0 if self._caching() else self.num_members * out * r * fan_in
         return build + rows * out * fan_in <= rows * r * (fan_in + out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -595,10 +604,9 @@ def wrap(backbone: Any, num_members: int, num_classes: int, targets: str | list[
         raise ConfigError(f"svd_dtype={svd_dtype!r}: use 'float64' or 'float32'.")
     backbone = _as_backbone(backbone)
     fingerprint = backbone.fingerprint()
-    cache = sum(p.numel() for p in backbone.model.parameters()) <= SVD_CACHE_MAX_PARAMS
     factory = lambda module, name, num_members, generator: SVELayer(
         module, num_members, init_std, generator, positivity, mode, svd_dtype,
-        svd_key=(fingerprint, name, svd_dtype, str(module.weight.device)) if cache else None)
+        svd_key=(fingerprint, name, svd_dtype, str(module.weight.device)))
     return wrap_with(backbone, factory, num_members, num_classes, targets, seed, fan_out=fan_out,
                      dropout=dropout, inplace=inplace, method="sve",
                      options=dict(init_std=init_std, positivity=positivity, mode=mode, svd_dtype=svd_dtype))

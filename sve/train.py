@@ -196,6 +196,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     loss, lr), ``"epoch"`` (the history row) and ``"end"`` (the result); returning False or raising
     ``StopTraining`` stops after the current step. A non-finite loss or gradient raises
     ``TrainingError`` naming the step, after restoring the last good (best) checkpoint.
+    Under ``accelerate launch`` every process runs the callbacks; a stop on any one stops all.
     The model is left on its training device with the best weights, in eval mode, with
     ``model.temperature`` set.
     """
@@ -228,7 +229,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
     result, best_key = FitResult(), None
     good = _trainable(core)  # the last good checkpoint: the initial state until a best epoch exists
-    stop = False
+    stop, lr_now = False, 0.0
     for epoch in range(epochs):
         core.train()
         t0, losses = time.time(), []
@@ -273,6 +274,8 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         row = {"epoch": epoch, "lr": lr_now, "train_loss": sum(losses) / max(1, len(losses))}
         if val_dl is not None:
             z, y = _logits(dmodel, val_dl, acc)
+            if y is None:
+                raise DataError("validation batches need 'labels' (best-epoch choice and temperature).")
             row.update(_val_metrics(z, y, combine))
             key = (row["val_acc"], -row["val_nll"])
             if best_key is None or key > best_key:

@@ -96,21 +96,29 @@ def _real(name: str, **kw):
         pytest.skip(f"asset not installed: {e}")
 
 
-CASES = {  # name -> (build() -> (backbone, inputs), targets)
-    "vit": (lambda: (tiny_vit(), _images()), "all"),
-    "bert": (_bert, "all"),
-    "llama": (_llama, "all"),
-    "resnet": (_resnet, "all"),
-    "dinov2-small": (lambda: (_real("dinov2-small", image_size=28), _images(size=28)), "all"),
-    "minilm-l3": (lambda: (_real("minilm-l3"), _tokens(vocab=30000)), "all"),
-    "efficientnet-lite0": (lambda: (_real("efficientnet-lite0"), _images()),
+# name -> (build(request) -> (backbone, inputs), targets); the real ones come from conftest's
+# session fixtures (dinov2-small at 56 px) where there is one
+CASES = {
+    "vit": (lambda r: (tiny_vit(), _images()), "all"),
+    "bert": (lambda r: _bert(), "all"),
+    "llama": (lambda r: _llama(), "all"),
+    "resnet": (lambda r: _resnet(), "all"),
+    "dinov2-small": (lambda r: (r.getfixturevalue("dinov2_small"), _images(size=56)), "all"),
+    "minilm-l3": (lambda r: (r.getfixturevalue("minilm_l3"), _tokens(vocab=30000)), "all"),
+    "efficientnet-lite0": (lambda r: (_real("efficientnet-lite0"), _images()),
                            ["conv_stem", "blocks.*", "conv_head"]),
 }
+_BUILT: dict[str, tuple] = {}
 
 
-@functools.cache
-def _build(name: str):
-    return CASES[name][0]()
+def _build(name: str, request: pytest.FixtureRequest | None = None) -> tuple:
+    """(backbone, inputs) of a case, built once per module (real ones need ``request``)."""
+    if name not in _BUILT:
+        try:
+            _BUILT[name] = CASES[name][0](request)
+        except MissingAssetError as e:
+            pytest.skip(f"asset not installed: {e}")
+    return _BUILT[name]
 
 
 @functools.cache
@@ -137,8 +145,8 @@ case = pytest.mark.parametrize("name", list(CASES))
 
 
 @case
-def test_zero_noise_reproduces_base_features(name):
-    bb, x = _build(name)
+def test_zero_noise_reproduces_base_features(name, request):
+    bb, x = _build(name, request)
     model = _wrapped(name, init_std=0.0)
     with torch.no_grad():
         base, feats = bb.features(**x), model.features(**x)
@@ -150,8 +158,8 @@ def test_zero_noise_reproduces_base_features(name):
 
 
 @case
-def test_noise_makes_members_differ(name):
-    _, x = _build(name)
+def test_noise_makes_members_differ(name, request):
+    _, x = _build(name, request)
     model = _wrapped(name)
     with torch.no_grad():
         feats, logits = model.features(**x), model(**x)
@@ -162,8 +170,8 @@ def test_noise_makes_members_differ(name):
 
 
 @case
-def test_only_adapter_tensors_train(name):
-    _, x = _build(name)
+def test_only_adapter_tensors_train(name, request):
+    _, x = _build(name, request)
     model = _wrap(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
@@ -182,8 +190,8 @@ def test_only_adapter_tensors_train(name):
 
 
 @case
-def test_dense_equals_factored(name):
-    _, x = _build(name)
+def test_dense_equals_factored(name, request):
+    _, x = _build(name, request)
     model = _wrapped(name)
     outs = {}
     try:
@@ -204,8 +212,8 @@ def test_dense_equals_factored(name):
 
 
 @case
-def test_save_load_round_trip(name, tmp_path):
-    bb, x = _build(name)
+def test_save_load_round_trip(name, tmp_path, request):
+    bb, x = _build(name, request)
     model = _wrapped(name)
     path = core.save(model, tmp_path / "adapter.safetensors")
     loaded = core.load(bb, path)
@@ -221,8 +229,8 @@ def test_save_load_round_trip(name, tmp_path):
 
 
 @case
-def test_merge_reproduces_member(name):
-    bb, x = _build(name)
+def test_merge_reproduces_member(name, request):
+    bb, x = _build(name, request)
     model = _wrapped(name)
     with torch.no_grad():
         logits = model(**x)
@@ -238,8 +246,8 @@ def test_merge_reproduces_member(name):
 
 
 @case
-def test_last_k_equals_full_wrap_restricted(name):
-    bb, x = _build(name)
+def test_last_k_equals_full_wrap_restricted(name, request):
+    bb, x = _build(name, request)
     last = bb.blocks[-1]
     names = [n for n in core.candidates(bb.model) if n.startswith(last + ".")]
     if not names:
@@ -258,8 +266,8 @@ def test_last_k_equals_full_wrap_restricted(name):
 
 
 @case
-def test_same_seed_same_model(name):
-    _, x = _build(name)
+def test_same_seed_same_model(name, request):
+    _, x = _build(name, request)
     with torch.no_grad():
         a, b = _wrapped(name)(**x), _wrap(name)(**x)
         c, d = _wrapped(name, targets="last:1")(**x), _wrap(name, targets="last:1", seed=1)(**x)
@@ -369,6 +377,17 @@ def test_wrap_accepts_a_raw_timm_model_and_keeps_the_backbone():
         assert _rel(model.features(x)[:, 1], base) < 1e-5
 
 
+def test_fan_out_point_and_trunk_modes():
+    assert _wrapped("bert").fan_out_at == "encoder.layer.0"
+    assert _wrapped("vit", targets="last:1").fan_out_at == "blocks.2"
+    bb, x = _build("bert")  # BERT's hidden dropout is 0.1
+    for dropout in (False, True):
+        model = sve.wrap(bb, 2, C, seed=0, dropout=dropout).train()
+        with torch.no_grad():
+            assert torch.equal(model(**x), model(**x)) != dropout  # dropout only when asked for
+            assert torch.equal(model.eval()(**x), model(**x))
+
+
 def test_targets_attention_mlp_and_patterns():
     bb, _ = _build("bert")
     attn = set(core.select_targets(bb, "attention"))
@@ -427,7 +446,7 @@ def test_bert_base_overhead_is_about_one_percent():
     assert 0.95 < est.overhead_pct < 1.05  # the README: "~1.0 %" for BERT-base, M = 8
 
 
-def test_vit_s_and_minilm_overhead_below_one_percent():
+def test_vit_s_and_minilm_overhead_below_one_percent(minilm_l3):
     import timm
 
     with torch.device("meta"):
@@ -435,8 +454,7 @@ def test_vit_s_and_minilm_overhead_below_one_percent():
     v = core.count_parameters(vits, num_members=4, num_classes=102)
     assert v.sigma + v.bias == 4 * 12 * 13 * 384  # 13d per block and member (paper.md §4)
     assert v.extra_members_pct < 1 and v.overhead_pct < 1.2
-    minilm = _build("minilm-l3")[0]
-    m = core.count_parameters(minilm, num_members=4)
+    m = core.count_parameters(minilm_l3, num_members=4)
     assert m.overhead_pct < 1 and m.extra_members_pct < 1
 
 

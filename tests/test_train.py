@@ -73,21 +73,17 @@ def test_lr_schedule_is_warmup_then_cosine():
     assert train.lr_factor(0, 3, 0) == 1.0 and train.lr_factor(4, 3, 5) == 1.0
 
 
-@pytest.mark.parametrize("name, data, kw", [
-    ("dinov2-small", "mnist5k", {"image_size": 56}),
-    ("minilm-l3", "bbc-news", {"max_length": 32}),
-])
-def test_loss_falls_on_real_data_with_a_real_backbone(name, data, kw):
-    from sve.backbones import load_backbone
+@pytest.mark.parametrize("fixture, data", [("dinov2_small", "mnist5k"), ("minilm_l3", "bbc-news")])
+def test_loss_falls_on_real_data_with_a_real_backbone(fixture, data, request):
     from sve.data import load_dataset, prepare
 
     try:
-        bb = load_backbone(name, **kw)
+        bb = request.getfixturevalue(fixture)  # dinov2-small at 56 px
         tr, va = (load_dataset(data, split, limit=n) for split, n in (("train", 64), ("val", 32)))
     except MissingAssetError as e:
         pytest.skip(f"asset not installed: {e}")
     classes = len(tr.classes)
-    tr, va = prepare(tr, bb), prepare(va, bb)
+    tr, va = prepare(tr, bb, max_length=32), prepare(va, bb, max_length=32)
     model = core.wrap(bb, 2, classes, targets="last:2", seed=0)
     result = train.fit(model, tr, va, epochs=3, warmup_epochs=1, lr=1e-2, progress=False)
     losses = [r["train_loss"] for r in result.history]
@@ -211,6 +207,8 @@ def test_bad_fit_input():
         train.fit(model, [(tr.x[i], tr.y[i]) for i in range(32)], va, **FAST)
     with pytest.raises(DataError, match="labels"):
         train.fit(model, [{"pixel_values": tr.x[i]} for i in range(32)], va, **FAST)
+    with pytest.raises(DataError, match="validation batches need 'labels'"):
+        train.fit(model, tr, [{"pixel_values": tr.x[i]} for i in range(8)], **FAST)
     with pytest.raises(ConfigError, match="sve.wrap"):
         train.fit(torch.nn.Linear(2, 2), tr, va)
 
