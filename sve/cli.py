@@ -1,0 +1,210 @@
+"""The ``sve`` command line: ``python -m sve run|report|list`` (also the ``sve`` console script).
+
+    sve run CONFIG [--out DIR] [--set key=value ...] [--new]   train + evaluate, write a run folder
+    sve run RUN_DIR                                            continue a killed / stopped run
+    sve report RUN [--no-figures]     print the metrics table, export figures to RUN/figures/
+    sve list [--root DIR]             the runs under DIR (default: runs/), newest first
+
+``run`` continues an unfinished run of the same config under the same root unless ``--new`` is
+given. Errors print one line on stderr and exit with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+#: the ensemble metrics `report` prints per eval set (those present in the table)
+REPORT_COLUMNS = ("accuracy", "nll", "brier", "ece", "auroc_entropy", "auroc_mutual_info",
+                  "fpr95_mutual_info")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser = argparse.ArgumentParser(prog="sve", description="Singular Value Ensembles: experiment runs.",
+                                     parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,report,list}")
+
+    p = sub.add_parser("run", parents=[common], help="train and evaluate the methods of a config",
+                       description="Train every method x seed of CONFIG and write a run folder.")
+    p.add_argument("config", help="a .yaml/.json config (see configs/), or a run folder to continue")
+    p.add_argument("--out", help="folder that holds run folders (default: $SVE_RUNS or runs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set epochs=2 --set backbone_options.random=true")
+    p.add_argument("--new", action="store_true", help="always start a new run folder (no resume)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", parents=[common], help="print a run's metrics and export its figures",
+                       description="Print the metrics table of RUN and export every figure to RUN/figures/.")
+    p.add_argument("run", help="a run folder (see `sve list`)")
+    p.add_argument("--formats", default="png,svg,pdf", help="figure formats (default: png,svg,pdf)")
+    p.add_argument("--no-figures", action="store_true", help="only print the table")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("list", parents=[common], help="list run folders, newest first")
+    p.add_argument("--root", help="folder that holds run folders (default: $SVE_RUNS or runs/)")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 error, 130 interrupted)."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("sve: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"sve: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    from sve.errors import SVEError
+
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, (SVEError, FileNotFoundError)):
+        return text
+    return f"{type(err).__name__}: {text} (run with --debug for the traceback)"
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+class Progress:
+    """A ``sve.runs`` callback drawing one tqdm bar per method × seed (on stderr)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __call__(self, event: str, info: dict) -> None:
+        from tqdm.auto import tqdm
+
+        if not self.enabled:
+            return
+        if event == "run_start":
+            done, total = info.get("done", 0), info.get("total", 0)
+            tqdm.write(f"run {info['run_dir']}: {done}/{total} method x seed done", file=sys.stderr)
+        elif event == "method_start":
+            self._close()
+            self.bar = tqdm(total=info.get("steps"), desc=f"{info['method']} seed{info['seed']}",
+                            unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+        elif event == "step" and self.bar is not None:
+            self.bar.update(1)
+            if "loss" in info:
+                self.bar.set_postfix(epoch=info.get("epoch"), loss=f"{info['loss']:.4f}", refresh=False)
+        elif event == "method_end":
+            self._close()
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in info.get("summary", {}).items())
+            tqdm.write(f"{info['method']} seed{info['seed']} done ({summary})", file=sys.stderr)
+        elif event == "run_end":
+            self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sve import runs
+
+    target = Path(args.config)
+    config = runs.as_config(target)
+    if args.set:
+        config = config.with_overrides(args.set)
+    out = target if target.is_dir() else args.out
+    path = runs.run(config, out_dir=out, callbacks=[Progress(not args.no_progress)], resume=not args.new)
+    state = runs.read_status(path).get("state")
+    print(path)
+    if state != "complete":
+        print(f"sve: run is {state}; continue it with: python -m sve run {path}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def summary_table(metrics: Any) -> Any:
+    """Ensemble rows, mean ± std over seeds, one row per method × eval set × calibration."""
+    import pandas as pd
+
+    rows = metrics[metrics["member"].astype(str) == "ensemble"]
+    columns = [c for c in REPORT_COLUMNS if c in rows.columns and rows[c].notna().any()]
+    keys = ["method", "split", "calibration"]
+    table = {}
+    for key, group in rows.groupby(keys, sort=False):
+        cells = {}
+        for c in columns:
+            values = group[c].dropna()
+            if len(values) == 0:
+                cells[c] = ""
+            elif len(values) == 1:
+                cells[c] = f"{values.iloc[0]:.4f}"
+            else:
+                cells[c] = f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+        cells["seeds"] = group["seed"].nunique()
+        table[key] = cells
+    out = pd.DataFrame.from_dict(table, orient="index")
+    out.index.names = keys
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from sve import runs
+
+    run = runs.load_run(args.run)
+    if run.metrics.empty:
+        print(f"sve: run {run.path} has no finished method yet (state: {run.status.get('state')})",
+              file=sys.stderr)
+        return 0
+    with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 50):
+        print(summary_table(run.metrics).to_string())
+    print(f"full table: {run.path / 'metrics.csv'}")
+    if not args.no_figures:
+        from sve import plots
+
+        formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+        figures = run.figures()
+        written = plots.export(figures, run.path / "figures", formats=formats)
+        print(f"{len(figures)} figures exported to {run.path / 'figures'} ({len(written)} files)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# list
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from sve import runs
+    from sve.paths import runs_dir
+
+    root = Path(args.root) if args.root else runs_dir()
+    items = runs.list_runs(root)
+    if not items:
+        print(f"no runs under {root}")
+        return 0
+    width = max(len(it["id"]) for it in items)
+    print(f"{'id':<{width}}  {'state':<12} {'done':>7}  name")
+    for it in items:
+        done = f"{it['done']}/{it['total'] if it['total'] is not None else '?'}"
+        print(f"{it['id']:<{width}}  {it['state']:<12} {done:>7}  {it['name'] or ''}")
+        if it["state"] == "incompatible":
+            print(f"{'':<{width}}  {it['error']}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
