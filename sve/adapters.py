@@ -114,10 +114,23 @@ class MergedMember(nn.Module):
 
 
 def merge(model: nn.Module, m: int) -> MergedMember:
-    """Member ``m`` of a wrapped model as a plain backbone + head (a deep copy; no sve layers)."""
+    """Member ``m`` of a wrapped model as a plain backbone + head (a deep copy; no sve layers).
+
+    Dispatch: a model with its own ``merge_member(m)`` (``deep_ensemble``: member weights live
+    outside the trunk) is merged by it. A model with one head (``mc_dropout``: its members are
+    dropout samples of one network) merges only as m = 0, the network itself with dropout off.
+    """
     model = _unwrap(model)
+    if hasattr(model, "merge_member"):
+        return model.merge_member(m)
     if not isinstance(m, int) or not 0 <= m < model.num_members:
         raise ConfigError(f"member m={m!r}: must be an integer from 0 to {model.num_members - 1}.")
+    heads = model.sve_head_weight.shape[0]
+    if m >= heads:
+        raise ConfigError(
+            f"member m={m} of method {model.config.get('method')!r} has no weights of its own: the "
+            f"model has {heads} set(s) of weights and its {model.num_members} members are stochastic "
+            "samples of it (e.g. MC dropout). merge(model, 0) gives the network itself (dropout off).")
     backbone = copy.copy(model.backbone)
     backbone.model = trunk = copy.deepcopy(model.trunk)
     for module in trunk.modules():
@@ -166,6 +179,17 @@ def _count(base: int, members: int, sigma: int, bias: int, heads: int, other: in
         overhead_with_heads_pct=100 * (adapter + heads) / base)
 
 
+def _kind(leaf: str) -> str:
+    """Accounting bucket of a trainable tensor's leaf name: ``sve_sigma`` → sigma, ``sve_head_*``
+    → heads, any other per-member ``*_bias`` (``sve_bias``, ``be_bias``) → bias, the rest → other
+    (LoRA A/B, BatchEnsemble r/s, fully trained trunk tensors such as ``...qkv.bias``)."""
+    if leaf == "sve_sigma":
+        return "sigma"
+    if leaf.startswith("sve_head"):
+        return "heads"
+    return "bias" if leaf.endswith("_bias") else "other"
+
+
 def count_parameters(model: Any, num_members: int | None = None, num_classes: int = 0,
                      targets: str | list[str] = "all") -> ParameterCount:
     """Count the parameters of a wrapped model, or estimate SVE's for an unwrapped backbone.
@@ -180,9 +204,7 @@ def count_parameters(model: Any, num_members: int | None = None, num_classes: in
         sizes = {"sigma": 0, "bias": 0, "heads": 0, "other": 0}
         for name, p in model.named_parameters():
             if p.requires_grad:
-                leaf = name.rpartition(".")[2]
-                kind = {"sve_sigma": "sigma", "sve_bias": "bias"}.get(leaf)
-                sizes[kind or ("heads" if leaf.startswith("sve_head") else "other")] += p.numel()
+                sizes[_kind(name.rpartition(".")[2])] += p.numel()
         return _count(model.base_params, model.num_members, **sizes)
     if num_members is None:
         raise ConfigError("count_parameters on an unwrapped backbone needs num_members=M.")

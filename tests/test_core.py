@@ -134,7 +134,7 @@ def _wrap(name: str, **kw) -> core.EnsembleModel:
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
+    return float(((a - b).norm() / b.norm()).detach())
 
 
 case = pytest.mark.parametrize("name", list(CASES))
@@ -525,3 +525,43 @@ def test_load_refuses_another_backbone_and_bad_files(tmp_path):
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(DataError, match="not an sve adapter"):
         core.load(_build("vit")[0], tmp_path / "other.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------
+# adapters on the baselines (merge dispatch, accounting buckets)
+
+
+def test_merge_dispatches_to_deep_ensemble_and_refuses_mc_dropout_samples():
+    from sve import methods
+
+    bb, x = _build("vit")
+    deep = methods.build("deep_ensemble", bb, 2, C, seed=0)
+    with torch.no_grad():  # make member 1's trunk differ from the pretrained skeleton
+        for p in deep.members.parameters():
+            p[1].add_(0.05 * torch.randn_like(p[1]))
+        z = deep(**x)
+        assert not torch.allclose(z[:, 0], z[:, 1], atol=1e-4)
+        for m in range(2):
+            torch.testing.assert_close(core.merge(deep, m)(**x), z[:, m], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="member"):
+        core.merge(deep, 2)
+    mc = methods.build("mc_dropout", bb, 3, C, seed=0, rate=0.2)
+    with torch.no_grad():  # m = 0 is the network itself, dropout off
+        single = core.merge(mc, 0)
+        assert torch.equal(single(**x), single(**x))
+    with pytest.raises(ConfigError, match="no weights of its own.*merge\\(model, 0\\)"):
+        core.merge(mc, 1)
+
+
+def test_count_files_per_member_biases_under_bias():
+    from sve import methods
+
+    bb = _build("vit")[0]
+    be = methods.build("batch_ensemble", bb, 2, C, seed=0)
+    count = core.count_parameters(be)
+    layers = be.layers().values()
+    assert count.bias == sum(la.be_bias.numel() for la in layers if la.be_bias is not None) > 0
+    assert count.other == sum(la.be_r.numel() + la.be_s.numel() for la in layers)
+    assert count.trainable == sum(p.numel() for p in be.parameters() if p.requires_grad)
+    deep = core.count_parameters(methods.build("deep_ensemble", bb, 2, C, seed=0))
+    assert deep.bias == 0 and deep.other == 2 * deep.base  # trunk biases are trunk weights
