@@ -134,7 +134,7 @@ def _val_metrics(logits: Tensor, labels: Tensor, combine: str) -> dict[str, floa
     from sve.metrics import ensemble_log_probs
 
     logp, y = ensemble_log_probs(logits, combine), labels.numpy()  # numpy (N, C)
-    return {"val_loss": float(_member_loss(logits, labels)),
+    return {"val_loss": _member_loss(logits, labels).item(),
             "val_acc": float((logp.argmax(-1) == y).mean()),
             "val_nll": float(-logp[range(len(y)), y].mean())}
 
@@ -251,7 +251,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
                 result.stopped = f"non-finite loss at epoch {epoch + 1}, step {step + 1}"
                 err = TrainingError(
                     f"non-finite {'loss' if not torch.isfinite(loss_all) else 'gradient'} "
-                    f"({float(loss_all):.4g}) at "
+                    f"({loss_all.item():.4g}) at "
                     f"epoch {epoch + 1}, step {step + 1} (global step {result.steps + 1}); training stopped "
                     f"and the model was restored to the last good checkpoint (epoch "
                     f"{result.best_epoch if result.best_epoch is not None else 'initial'}). Lower lr "
@@ -264,7 +264,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             opt.step()
             opt.zero_grad(set_to_none=True)
             result.steps += 1
-            losses.append(float(loss_all))
+            losses.append(loss_all.item())  # loss_all is detached: no grad-to-scalar warning
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             stop = _call(callbacks, "step", {"epoch": epoch, "step": step, "global_step": result.steps,
                                              "loss": losses[-1], "lr": lr_now})
