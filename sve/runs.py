@@ -49,7 +49,6 @@ COMBINE = ("prob", "logit")
 SIGMA_DECAY = ("zero", "pretrained")
 TARGET_WORDS = ("all", "attention", "mlp")
 METHOD_KEYS = ("name", "label", "members", "lr", "epochs", "options")
-STATES = ("running", "stopped", "failed", "complete")
 #: cost.json entries repeated on every metrics row of a method × seed (the last columns)
 COST_COLUMNS = ("trainable_params", "overhead_pct", "train_time_s", "train_peak_rss_mb", "eval_time_s")
 
@@ -88,9 +87,12 @@ class ExperimentConfig:
     "options"}`` overriding the run-level values for that method. Sample limits of ``None`` use
     the whole split. ``lr=None`` takes each method's default (``sve.methods.default_lr``).
     ``seeds`` are the training seeds (member init, batch order); ``data_seed`` fixes the split.
-    ``sigma_decay``: weight decay of the singular values toward ``"zero"`` (AdamW's, as the
-    authors' code) or toward the ``"pretrained"`` values (``sve.train.fit``). ``adapter_max_mb``: adapters
-    bigger than this are not saved (e.g. full deep-ensemble copies); ``None`` always saves.
+    ``init_std`` goes to the SVE-like methods and ``targets`` to every method that takes targets
+    (:func:`method_options`). ``sigma_decay``: weight decay of the singular values toward
+    ``"zero"`` (AdamW's, as the authors' code) or toward the ``"pretrained"`` values
+    (``sve.train.fit``). ``adapter_max_mb``: adapters bigger than this are not saved (e.g. full
+    deep-ensemble copies); ``None`` always saves. Fields are validated on construction and again
+    by :func:`run`; numeric strings such as ``"1e-3"`` (YAML 1.1 reads them as text) are accepted.
     """
 
     name: str = "quick-demo"
@@ -235,9 +237,15 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ExperimentConfig:
-        """Build from a mapping; unknown keys are refused by name (``format_version`` is ignored)."""
+        """Build from a mapping; unknown keys are refused by name. A ``format_version`` key (written
+        by :meth:`save`) must be this version's."""
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a mapping of fields, got {type(data).__name__}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"config has format_version {version!r}, but this sve reads format_version "
+                              f"{FORMAT_VERSION}: remove the key to try it anyway, or use the sve release "
+                              "that wrote it")
         data = {k: v for k, v in data.items() if k != "format_version"}
         allowed = [f.name for f in dataclasses.fields(cls)]
         for key in data:
@@ -883,10 +891,11 @@ def run(config: ExperimentConfig | dict | str | os.PathLike, out_dir: str | os.P
     kept); otherwise a new folder is made. ``callbacks``: functions ``(event, info)`` called with the
     events :data:`EVENTS`; ``info`` always holds ``run_dir``, and from ``method_start`` on ``method``
     (the label), ``seed``, ``epochs``, ``steps``; ``step``/``epoch`` add the training loop's values.
-    Returning ``False`` stops cleanly after the current step: finished pairs are kept, the
-    unfinished one is discarded, and ``status.json`` says ``stopped``.
+    Returning ``False`` (or raising ``sve.train.StopTraining``) stops cleanly after the current
+    step: finished pairs are kept, the unfinished one is discarded, ``status.json`` says ``stopped``.
     """
     config = as_config(config)
+    config.validate()
     config.check_names()
     run_dir, lock = _open_run_dir(config, out_dir, resume)
     try:
@@ -986,10 +995,16 @@ class _Runner:
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def emit(self, event: str, **info: Any) -> bool:
-        """Call every callback; any ``False`` asks to stop. Returns True to go on."""
+        """Call every callback; returning ``False`` or raising ``sve.train.StopTraining`` asks to
+        stop. Returns True to go on."""
+        from sve.train import StopTraining
+
         info = {"run_dir": self.dir, **info}
         for callback in self.callbacks:
-            if callback(event, info) is False:
+            try:
+                if callback(event, info) is False:
+                    self.stop_requested = True
+            except StopTraining:
                 self.stop_requested = True
         return not self.stop_requested
 
@@ -1073,40 +1088,16 @@ class _Runner:
             return False
 
         model = build_method(spec, data.backbone, data.num_classes, seed, config)
-        snapshots: list[tuple[int, int, dict]] = []  # (epoch, global step, spectra)
-        first = _spectra_of(model)
-        if first is not None:
-            snapshots.append((0, 0, first))
-        history: dict[str, list] = {"step": [], "epoch": []}
-        stopped_in_epoch = []
-
-        def on_fit(event: str, fit_info: dict) -> bool:
-            record = _scalars(fit_info)
-            if event == "step":  # fit's step counts within the epoch; the app wants 1..steps
-                record["step_in_epoch"], record["step"] = record.get("step"), len(history["step"]) + 1
-                history["step"].append(record)
-                go_on = self.emit("step", **{**info, **record})
-                if not go_on:
-                    stopped_in_epoch.append(record["step"])
-                return go_on
-            if event == "epoch":
-                history["epoch"].append(record)
-                if snapshots:
-                    snapshots.append((len(history["epoch"]), len(history["step"]), _spectra_of(model)))
-                self.save_status("running", current={"method": spec.label, "seed": seed,
-                                                     "epoch": len(history["epoch"])})
-                return self.emit("epoch", **{**info, **record})
-            return not self.stop_requested
-
+        recorder = _FitRecorder(self, model, info)
         with PeakMemory() as train_memory:
             start = time.perf_counter()
             result = fit(model, data.prepared["train"], data.prepared["val"], epochs=spec.epochs,
                          lr=_default_lr(spec), weight_decay=config.weight_decay,
                          warmup_epochs=min(config.warmup_epochs, spec.epochs), grad_clip=config.grad_clip,
-                         batch_size=config.batch_size, seed=seed, callbacks=[on_fit],
+                         batch_size=config.batch_size, seed=seed, callbacks=[recorder],
                          sigma_decay=config.sigma_decay, combine=config.combine, progress=False)
             train_time = time.perf_counter() - start
-        if stopped_in_epoch or len(history["epoch"]) < spec.epochs:  # stopped before the end
+        if not recorder.finished(spec.epochs):  # a callback stopped training before the end
             _remove_pair(folder)
             return False
 
@@ -1138,9 +1129,9 @@ class _Runner:
         write_json(folder / "metrics.json", {"rows": rows, "temperatures": temperatures})
         fit_summary = {"best_epoch": result.best_epoch, "best": result.best, "steps": result.steps,
                        "temperature": result.temperature, "stopped": result.stopped}
-        write_json(folder / "history.json", {**history, "fit": fit_summary})
-        if snapshots:
-            write_npz(folder / "spectra.npz", _spectra_arrays(snapshots))
+        write_json(folder / "history.json", {**recorder.history, "fit": fit_summary})
+        if recorder.snapshots:
+            write_npz(folder / "spectra.npz", _spectra_arrays(recorder.snapshots))
         cost["adapter"] = self.save_adapter(model, folder)
         write_json(folder / "cost.json", cost)
         write_json(folder / "done.json", {"method": spec.label, "seed": seed, "finished": _now(),
@@ -1170,6 +1161,41 @@ class _Runner:
             return f"not saved: {err}"
         os.replace(tmp, folder / "adapter.safetensors")
         return "adapter.safetensors"
+
+
+class _FitRecorder:
+    """The ``sve.train.fit`` callback of one method × seed: keeps the step and epoch rows, takes a
+    σ snapshot (``sve.core.spectra``) at init and after every epoch for SVE-like models, updates
+    ``status.json`` per epoch and forwards the events to the run's callbacks."""
+
+    def __init__(self, runner: _Runner, model: Any, info: dict) -> None:
+        self.runner, self.model, self.info = runner, model, info
+        self.history: dict[str, list] = {"step": [], "epoch": []}
+        self.stopped_at_step = False
+        first = _spectra_of(model)
+        self.snapshots: list[tuple[int, int, dict]] = [] if first is None else [(0, 0, first)]
+
+    def __call__(self, event: str, fit_info: dict) -> bool:
+        record = _scalars(fit_info)
+        if event == "step":  # fit counts steps within an epoch; here they run 1..steps over the method
+            record["step_in_epoch"], record["step"] = record.get("step"), len(self.history["step"]) + 1
+            self.history["step"].append(record)
+            go_on = self.runner.emit("step", **{**self.info, **record})
+            self.stopped_at_step |= not go_on
+            return go_on
+        if event == "epoch":
+            self.history["epoch"].append(record)
+            epoch, step = len(self.history["epoch"]), len(self.history["step"])
+            if self.snapshots:
+                self.snapshots.append((epoch, step, _spectra_of(self.model)))
+            self.runner.save_status("running", current={"method": self.info["method"],
+                                                        "seed": self.info["seed"], "epoch": epoch})
+            return self.runner.emit("epoch", **{**self.info, **record})
+        return not self.runner.stop_requested
+
+    def finished(self, epochs: int) -> bool:
+        """Whether every epoch ran to its end (no stop inside an epoch)."""
+        return not self.stopped_at_step and len(self.history["epoch"]) == epochs
 
 
 def _remove_pair(folder: Path) -> None:

@@ -23,6 +23,7 @@ import pytest
 
 from sve import runs
 from sve.errors import ConfigError, SVEError
+from sve.train import StopTraining
 
 TINY = dict(name="tiny", backbone="dinov2-small", image_size=28, dataset="mnist5k", ood=["animal-mnist"],
             methods=["sve"], members=2, targets="last:2", epochs=1, warmup_epochs=0, batch_size=16,
@@ -67,6 +68,8 @@ def test_unknown_keys_are_refused_by_name(tmp_path):
         runs.ExperimentConfig.load(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         runs.ExperimentConfig.load(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="format_version 7, but this sve reads format_version 1"):
+        runs.ExperimentConfig.from_dict({"format_version": 7, "name": "future"})
 
 
 @pytest.mark.parametrize("field, value, allowed", [
@@ -235,6 +238,12 @@ def test_resume_logic_with_a_stand_in_trainer(tmp_path, monkeypatch):
     assert runs.load_run(first).metrics["method"].tolist() == ["sve", "sve", "b", "b"]
     assert runs.run(config, tmp_path) != first  # complete: a new run
     assert runs.run(config, tmp_path, callbacks=[lambda e, i: False], resume=False) != first
+
+    def raise_stop(event, info):
+        raise StopTraining
+
+    stopped = runs.run(config, tmp_path, callbacks=[raise_stop])
+    assert runs.read_status(stopped)["state"] == "stopped" and len(fake.trained) == 8
     with pytest.raises(ConfigError, match=r"another config \(fields \['seeds'\] differ\)"):
         runs.run(config.with_overrides(["seeds=[5]"]), first)
     lock = runs.RunLock(first)
