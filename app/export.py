@@ -55,8 +55,13 @@ def show(fig: Any, name: str, key: str) -> None:
     figure_buttons(fig, name, key)
 
 
+def csv_text(table: Any) -> str:
+    """CSV of a DataFrame; the index is written only when it is named (not the default 0..n-1)."""
+    return table.to_csv(index=any(name is not None for name in table.index.names))
+
+
 def csv_button(table: Any, name: str, key: str, label: str = "Metrics CSV") -> None:
-    st.download_button(label, data=lambda: table.to_csv(index=True).encode(),
+    st.download_button(label, data=lambda: csv_text(table).encode(),
                        file_name=f"{safe_name(name)}.csv", mime=MIME["csv"], key=f"dl-{key}-csv",
                        on_click="ignore", icon=":material/table:")
 
@@ -68,7 +73,7 @@ def zip_bytes(figs: dict[str, Any], tables: dict[str, Any]) -> bytes:
         for name, data in export_bytes(figs, FORMATS).items():
             zf.writestr(f"figures/{name}", data)
         for name, table in tables.items():
-            zf.writestr(f"{safe_name(name)}.csv", table.to_csv(index=True))
+            zf.writestr(f"{safe_name(name)}.csv", csv_text(table))
     return buf.getvalue()
 
 

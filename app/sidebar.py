@@ -76,8 +76,8 @@ def presets() -> dict[str, dict]:
         out[TEXT] = text
     if os.environ.get(TINY_ENV):
         out[TINY] = {**quick, "name": "tiny", "members": 2, "epochs": 1, "warmup_epochs": 0,
-                     "image_size": 28, "train_limit": 96, "val_limit": 32, "test_limit": 64,
-                     "ood_limit": 64, "shifts": []}
+                     "targets": "last:2", "image_size": 28, "train_limit": 96, "val_limit": 32,
+                     "test_limit": 64, "ood_limit": 64, "shifts": []}
     return out
 
 

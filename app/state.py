@@ -53,16 +53,17 @@ class Snapshot:
     epochs: int | None
     elapsed: float           # seconds
     fraction: float          # 0..1 of the whole run
-    curve: list[dict]        # {"x": global step, "method", "loss", "acc"} points
+    curve: list[dict]        # {"event", "x": step in its method, "method", "loss", "acc"} points
     run_path: Path | None
     error: str | None
+    remaining: float | None  # seconds left at the current method's step rate (None: not known yet)
 
     @property
-    def remaining(self) -> float | None:
-        """Seconds left, extrapolated linearly from the elapsed time (None before the first step)."""
-        if self.fraction <= 0 or self.status != RUNNING:
-            return None
-        return self.elapsed * (1 - self.fraction) / self.fraction
+    def phase(self) -> str:
+        """What the worker is doing, for the progress text."""
+        if self.method is None:
+            return "loading the backbone and data"
+        return self.method if self.step else f"{self.method}: building the model"
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     curve: list[dict] = field(default_factory=list)
+    anchor: tuple[float, float] | None = None     # (time, fraction) at the current method's first step
     run_path: Path | None = None
     error: str | None = None
     thread: threading.Thread | None = None
@@ -106,7 +108,7 @@ class Job:
                 self.units_total = max(info["total"], 1)
             if event == "method_start":
                 self.method, self.units_done = str(info.get("method")), int(info.get("index", 0))
-                self.step, self.epoch = 0, 0
+                self.step, self.epoch, self.anchor = 0, 0, None
             if event in ("method_start", "step", "epoch"):
                 self._progress(event, info)
             elif event == "method_end":
@@ -121,6 +123,8 @@ class Job:
             self.epoch = _int(info.get("epoch"), -1) + 1 or self.epoch     # 1-based, current
             self.curve.append({"event": "step", "x": self.step, "method": self.method,
                                "loss": _num(info, "loss"), "acc": None})
+            if self.anchor is None:
+                self.anchor = (time.monotonic(), self._fraction())
         elif event == "epoch":
             self.epoch = _int(info.get("epoch"), -1) + 1 or self.epoch     # 1-based, completed
             self.curve.append({"event": "epoch", "x": self.step, "method": self.method,
@@ -146,15 +150,25 @@ class Job:
     def request_stop(self) -> None:
         self.stop_event.set()
 
+    def _fraction(self) -> float:
+        """Done share of the run: finished (method, seed) pairs plus the current one's steps."""
+        if self.status == FINISHED:
+            return 1.0
+        within = min(self.step / self.steps, 1.0) if self.step and self.steps else 0.0
+        done = self.units_done + (within if self.status == RUNNING else 0.0)
+        return min(done / max(self.units_total, 1), 1.0)
+
     def snapshot(self) -> Snapshot:
         with self._lock:
-            elapsed = (self.ended or time.monotonic()) - self.started
-            within = (self.step / self.steps) if self.step and self.steps else 0.0
-            done = self.units_done + (0.0 if self.status != RUNNING else min(within, 1.0))
-            fraction = 1.0 if self.status == FINISHED else min(done / max(self.units_total, 1), 1.0)
+            now = time.monotonic()
+            fraction, remaining = self._fraction(), None
+            if self.status == RUNNING and self.anchor and fraction > self.anchor[1]:
+                rate = (fraction - self.anchor[1]) / (now - self.anchor[0])   # run share per second
+                remaining = (1 - fraction) / rate
+            elapsed = (self.ended or now) - self.started
             return Snapshot(self.id, self.status, self.method, self.units_done, self.units_total,
                             self.step, self.steps, self.epoch, self.epochs, elapsed, fraction,
-                            list(self.curve), self.run_path, self.error)
+                            list(self.curve), self.run_path, self.error, remaining)
 
 
 def _is_stop(exc: BaseException) -> bool:

@@ -60,13 +60,13 @@ def reliability(run: Any, slot: str) -> None:
         z, y = run.logits(m, seed, "test")
         data[m] = (z / run.temperature(m, seed), y) if ts else (z, y)
     title = "Reliability on test" + (", temperature-scaled" if ts else "")
-    export.show(plots.reliability_diagram(data, title=title),
+    export.show(plots.reliability_diagram(data, title=title, combine=run.config.combine),
                 _name(run, "reliability" + ("_ts" if ts else "")), f"rel-{slot}")
     table = _rows(run, seed, calibration="ts" if ts else "none")
     st.dataframe(table[[c for c in TABLE_COLUMNS if c in table]].set_index("method"),
                  key=f"reltable-{slot}", width="stretch")
     export.csv_button(table, _name(run, "calibration"), f"rel-{slot}", "Table as CSV")
-    export.show(plots.confidence_histogram({m: z for m, (z, _) in data.items()}),
+    export.show(plots.confidence_histogram({m: z for m, (z, _) in data.items()}, combine=run.config.combine),
                 _name(run, "confidence"), f"conf-{slot}")
     shifted = run.metrics[run.metrics["split"].str.startswith("shift:")]
     if len(shifted):
@@ -126,6 +126,7 @@ def _show_samples(run: Any, idx: np.ndarray, z: np.ndarray, y: np.ndarray, score
         st.warning(f"Cannot rebuild the test samples: {describe(exc)}")
         return
     probs = metrics.member_probs(z)                    # (N, M, C)
+    ens = metrics.predictive_probs(z, run.config.combine)   # (N, C): the combined prediction
     classes = list(ds.classes) or [str(c) for c in range(z.shape[-1])]
     cols = st.columns(len(idx))
     for col, i in zip(cols, idx):
@@ -134,9 +135,12 @@ def _show_samples(run: Any, idx: np.ndarray, z: np.ndarray, y: np.ndarray, score
                 st.image(ds.images[i], width="stretch")
             else:
                 st.caption((ds.texts[i][:300] + "…") if len(ds.texts[i]) > 300 else ds.texts[i])
-            preds = [f"{classes[int(p.argmax())]} ({p.max():.2f})" for p in probs[i]]
+            def pred(p: np.ndarray) -> str:
+                return f"{classes[int(p.argmax())]} ({p.max():.2f})"
+
             st.markdown(f"score **{scores[i]:.3f}** · true **{classes[int(y[i])]}**  \n"
-                        + "  \n".join(f"m{m}: {p}" for m, p in enumerate(preds)))
+                        f"ensemble: **{pred(ens[i])}**  \n"
+                        + "  \n".join(f"m{m}: {pred(p)}" for m, p in enumerate(probs[i])))
 
 
 def ood(run: Any, slot: str) -> None:
@@ -154,11 +158,11 @@ def ood(run: Any, slot: str) -> None:
     if single and score in metrics.ENSEMBLE_ONLY_SCORES:
         st.warning(f"{SCORES[score]} is zero for a single model ({method} has one member); pick another "
                    "score or an ensemble method.")
-    id_scores = metrics.uncertainty(test_z, score)
+    id_scores = metrics.uncertainty(test_z, score, run.config.combine)
     if ood_set is None:
         st.info("This run has no OOD set; add one in the sidebar (OOD sets) and train again.")
     else:
-        ood_scores = metrics.uncertainty(run.logits(method, seed, ood_set)[0], score)
+        ood_scores = metrics.uncertainty(run.logits(method, seed, ood_set)[0], score, run.config.combine)
         result = metrics.ood_metrics(id_scores, ood_scores)
         m1, m2, m3 = st.columns(3)
         m1.metric("AUROC", f"{result['auroc']:.3f}")
@@ -167,13 +171,13 @@ def ood(run: Any, slot: str) -> None:
         export.show(plots.ood_histograms({SCORES[score]: (id_scores, ood_scores)},
                                          title=f"{method}: test vs {ood_set[4:]}"),
                     _name(run, f"ood_hist_{method}_{ood_set[4:]}_{score}"), f"oodh-{slot}")
-        pairs = {}
+        pairs, combine = {}, run.config.combine
         for m in methods:
             z = run.logits(m, seed, "test")[0]
             if z.shape[1] == 1 and score in metrics.ENSEMBLE_ONLY_SCORES:
                 continue
             ood_z = run.logits(m, seed, ood_set)[0]
-            pairs[m] = (metrics.uncertainty(z, score), metrics.uncertainty(ood_z, score))
+            pairs[m] = (metrics.uncertainty(z, score, combine), metrics.uncertainty(ood_z, score, combine))
         if pairs:
             export.show(plots.roc_curves(pairs, title=f"ROC: test vs {ood_set[4:]} ({SCORES[score]})"),
                         _name(run, f"ood_roc_{ood_set[4:]}_{score}"), f"roc-{slot}")

@@ -59,7 +59,7 @@ def _curve_figure(snap: Snapshot) -> go.Figure:
         steps = [p for p in points if p["event"] == "step" and p["loss"] is not None]
         epochs = [p for p in points if p["acc"] is not None]
         if steps:
-            fig.add_scatter(x=[p["x"] for p in steps], y=[p["loss"] for p in steps], mode="lines",
+            fig.add_scatter(x=[p["x"] for p in steps], y=[p["loss"] for p in steps], mode="lines+markers",
                             name=f"{method} loss")
         if epochs:
             fig.add_scatter(x=[p["x"] for p in epochs], y=[p["acc"] for p in epochs], yaxis="y2",
@@ -72,12 +72,12 @@ def _curve_figure(snap: Snapshot) -> go.Figure:
 
 
 def progress_text(snap: Snapshot) -> str:
-    parts = [snap.method or "starting"]
+    parts = [snap.phase]
     if snap.units_total > 1:
         parts.append(f"run {min(snap.units_done + 1, snap.units_total)}/{snap.units_total}")
     if snap.epoch is not None:
         parts.append(f"epoch {snap.epoch}" + (f"/{snap.epochs}" if snap.epochs else ""))
-    if snap.step is not None:
+    if snap.step:
         parts.append(f"step {snap.step}" + (f"/{snap.steps}" if snap.steps else ""))
     parts.append(f"elapsed {format_seconds(snap.elapsed)}")
     parts.append(f"remaining ~{format_seconds(snap.remaining)}")

@@ -285,11 +285,157 @@ def test_job_failure_is_reported_not_raised():
     assert snap.status == state.FAILED and "lacks a label column" in snap.error
 
 
-def test_progress_fraction_and_remaining_time():
-    job = state.Job(config=None, out_dir=Path("."), units_total=2)
+def test_progress_fraction_phase_and_remaining_time():
+    job = state.Job(config=None, out_dir=None, units_total=2)
+    assert job.snapshot().phase == "loading the backbone and data"
     job.callback("method_start", {"method": "sve", "index": 1, "total": 2, "steps": 10, "epochs": 2})
-    job.callback("step", {"step": 5, "epoch": 0, "loss": 0.5})
+    snap = job.snapshot()
+    assert snap.phase == "sve: building the model" and snap.fraction == 0.5 and snap.remaining is None
+    job.callback("step", {"step": 1, "epoch": 0, "loss": 0.5})
+    time.sleep(0.05)
+    job.callback("step", {"step": 5, "epoch": 0, "loss": 0.4})
     snap = job.snapshot()
     assert snap.fraction == pytest.approx(0.75) and snap.epoch == 1 and snap.steps == 10
-    assert snap.remaining == pytest.approx(snap.elapsed / 3, rel=1e-6)
+    # 4 steps (0.2 of the run) took >= 50 ms, so the last 0.25 take >= 62 ms at that rate
+    assert snap.remaining is not None and snap.remaining >= 0.0625 * 0.99
     assert state.format_seconds(75.2) == "1:15" and state.format_seconds(3725) == "1:02:05"
+
+
+# ----------------------------------------------------------------------------- real training
+
+
+TAB_NAMES = ("Reliability", "Spectrum", "OOD", "Members", "Cost")
+
+
+def _wait_for_job(timeout: float = 600) -> state.Snapshot:
+    from app.training import registry
+
+    job = registry().active()
+    if job is not None:
+        job.thread.join(timeout)
+        assert not job.thread.is_alive(), "training did not finish in time"
+    return job.snapshot() if job else None
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train the tiny preset by clicking Train in AppTest (the real sve.runs in the worker thread)."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("runs")
+    mp.setenv("SVE_RUNS", str(root))
+    mp.setenv("SVE_APP_TINY", "1")
+    try:
+        at = _app()
+        assert at.selectbox(key="w_preset").value == "Tiny (tests)"
+        at.button(key="train").click().run()
+        assert not _errors(at), _errors(at)
+        assert at.button(key="train").disabled                 # never started twice
+        assert at.session_state["job_id"]
+        snap = _wait_for_job()
+        assert snap.status == state.FINISHED, snap.error
+        assert snap.curve and snap.units_done == 1
+        at.run()
+        yield at, root, snap
+    finally:
+        mp.undo()
+
+
+def test_train_button_runs_sve_runs_in_the_background(trained):
+    at, root, snap = trained
+    assert [p.name for p in root.iterdir()] == [snap.run_path.name]
+    assert (snap.run_path / "sve" / "seed0" / "done.json").is_file()
+    assert any("Training finished" in s.value for s in at.success)
+    assert at.selectbox(key="pick_a").value == str(snap.run_path)       # the new run is selected
+    assert not at.button(key="train").disabled
+
+
+def _chart_specs(at: AppTest) -> list[dict]:
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return [s for s in specs if s["layout"].get("title", {}).get("text") != "Training curve"]
+
+
+def test_every_tab_draws_for_the_trained_run(trained):
+    at, _, _ = trained
+    seen = {}
+    for tab in TAB_NAMES:
+        at.session_state["tab"] = tab
+        at.run()
+        assert not at.exception, (tab, [e.value for e in at.exception])
+        assert not _errors(at), (tab, _errors(at))
+        seen[tab] = _chart_specs(at)
+        assert seen[tab], f"{tab} drew no chart"
+        assert len(at.get("download_button")) >= 3 * len(seen[tab])   # PNG/SVG/PDF per figure
+        if tab == "OOD":        # 6 most + 6 least uncertain test images, each with its predictions
+            assert len(at.image) == 12
+            assert sum("ensemble:" in m.value for m in at.markdown) == 12
+    bar_traces = [t for spec in seen["Reliability"] for t in spec["data"] if t["type"] == "bar"]
+    assert bar_traces, "the reliability diagram has no bars"
+    assert any(t["type"] == "heatmap" for spec in seen["Spectrum"] for t in spec["data"])
+    at.session_state["tab"] = "OOD"
+    at.run()
+    at.selectbox(key="score-a").set_value("energy").run()
+    assert not at.exception and any(m.label == "AUROC" for m in at.metric)
+    at.session_state["tab"] = "Reliability"
+    at.run()
+    at.toggle(key="ts-a").set_value(True).run()
+    assert not at.exception and not _errors(at)
+    titles = [spec["layout"]["title"]["text"] for spec in _chart_specs(at)]
+    assert any("temperature-scaled" in t for t in titles), titles
+
+
+def test_run_picker_after_restart_and_compare(trained, monkeypatch):
+    import shutil
+
+    _, root, snap = trained
+    monkeypatch.setenv("SVE_RUNS", str(root))
+    twin = root / (snap.run_path.name + "-copy")
+    shutil.copytree(snap.run_path, twin, ignore=shutil.ignore_patterns(".lock"))
+    at = _app()                                            # a fresh session: what a restart sees
+    options = at.selectbox(key="pick_a").options
+    assert len(options) == 2 and not any("Training" in s.value for s in at.success)
+    other = str(twin) if at.selectbox(key="pick_a").value != str(twin) else str(snap.run_path)
+    at.selectbox(key="pick_b").set_value(other).run()
+    assert not at.exception and not _errors(at)
+    titles = [spec["layout"]["title"]["text"] for spec in _chart_specs(at)]
+    assert titles.count("Reliability on test") == 2         # both runs drew the Reliability tab
+    assert any(b.key == "dl-all-b-zip" for b in at.get("download_button"))
+
+
+def test_download_all_zip_and_export(trained):
+    pytest.importorskip("kaleido")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("figure export needs Debian chromium: apt-get install -y chromium")
+    from app import export
+    from app.runpicker import open_run
+
+    at, _, snap = trained
+    run = open_run(snap.run_path)
+    figs = run.figures()
+    data = export.zip_bytes({k: figs[k] for k in list(figs)[:2]}, {"metrics": run.metrics})
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        assert "metrics.csv" in names and zf.read("metrics.csv").startswith(b"method,")
+        svgs = [n for n in names if n.endswith(".svg")]
+        assert len(svgs) == 2 and b"<svg" in zf.read(svgs[0])[:500]
+        assert all(zf.read(n)[:4] == b"%PDF" for n in names if n.endswith(".pdf"))
+        assert all(zf.read(n)[:8] == b"\x89PNG\r\n\x1a\n" for n in names if n.endswith(".png"))
+
+
+def test_stop_ends_cleanly(trained, monkeypatch):
+    from sve import runs
+
+    _, root, _ = trained
+    monkeypatch.setenv("SVE_RUNS", str(root))
+    monkeypatch.setenv("SVE_APP_TINY", "1")
+    at = _app()
+    at.text_input(key="w_seeds").set_value("7").run()     # another config: a new run folder
+    at.button(key="train").click().run()
+    at.button(key="stop").click().run()
+    snap = _wait_for_job()
+    assert snap.status == state.STOPPED, snap.error
+    stopped = [r for r in runs.list_runs(root) if r["path"] == snap.run_path]
+    assert stopped and stopped[0]["state"] == "stopped"
+    at.run()
+    assert any("stopped" in w.value for w in at.warning) and not at.button(key="train").disabled
