@@ -1,10 +1,11 @@
 """The SVE layer, `wrap` for any timm / transformers backbone, member fan-out, heads, accounting.
 
 Method (Turkoglu et al., ICML 2026). Each targeted pretrained weight ``W`` (out × in; a Conv2d
-kernel is reshaped to out × in·k·k) is decomposed once, in float32, as ``W = U diag(s) Vᵀ`` (full
-thin SVD, no truncation). ``U`` and ``V`` are frozen buffers shared by all ``M`` members. Member
-``m`` trains only its singular values ``s_m`` (init ``s·(1+ε)``, ``ε ~ N(0, init_std²)``, kept
-≥ 0), its bias (init ``b + N(0, init_std²)``) and its own linear head (``N(0, 0.01²)``, zero bias).
+kernel is reshaped to out × in·k·k) is decomposed once as ``W = U diag(s) Vᵀ`` (full thin SVD, no
+truncation; float64 accuracy by default, see ``thin_svd``). ``U`` and ``V`` are frozen buffers
+shared by all ``M`` members. Member ``m`` trains only its singular values ``s_m`` (init
+``s·(1+ε)``, ``ε ~ N(0, init_std²)``, kept ≥ 0), its bias (init ``b + N(0, init_std²)``) and its
+own linear head (``N(0, 0.01²)``, zero bias).
 
 Layout. Members are *member-major* inside the trunk: a hidden tensor of a batch ``B`` has leading
 dimension ``M·B`` and member ``m`` owns rows ``m·B:(m+1)·B``. The trunk before the first targeted
@@ -35,6 +36,7 @@ Plug-in hook for other per-member layers (LoRA-Ensemble, BatchEnsemble, ... in `
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import math
@@ -45,6 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from sve.errors import ConfigError, DataError, SVEError
 
@@ -147,13 +150,56 @@ class EnsembleLayer(nn.Module):
 _SVD_CACHE: dict[str, dict[tuple, tuple[Tensor, Tensor, Tensor]]] = {}  # fingerprint -> entries
 SVD_CACHE_MAX_ELEMENTS = 64_000_000  # ~256 MB of float32 U, s, Vᵀ; the oldest backbones go first
 DENSE_CACHE_MAX_ELEMENTS = 32_000_000  # per layer: M dense weights bigger than this are not kept
+GRAM_MAX_CONDITION = 1e6  # beyond this κ the Gram route loses the smallest s (error ~1e-16·κ²): gesdd
+GRAM_QR_CONDITION = 1e3  # beyond this κ the Gram route's U is re-orthonormalised (QR)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """LAPACK's threaded SVD / eigh is up to ~30× slower on a busy 2-core machine (its threads
+    spin-wait for each other); decompositions run single-threaded, then the count is restored.
+    Switching costs ~20 ms, so ``wrap_with`` holds one thread over all its layers (nested: no-op)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _gram_svd(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Thin SVD of a float64 matrix through the eigendecomposition of its small Gram matrix.
+
+    out ≥ in: ``WᵀW = V diag(s²) Vᵀ`` (eigh), ``U = W V / s``; out < in: the same on Wᵀ. On CPU this
+    is ~2× faster than LAPACK's gesdd, at float64 accuracy of ``U diag(s) Vᵀ`` (exact up to V's
+    orthogonality). With condition number κ, s_j carries a relative error ~1e-16·κ² and U's columns
+    drift from orthonormal by as much: above ``GRAM_QR_CONDITION`` U is re-orthonormalised by a QR
+    (which moves ``U diag(s) Vᵀ`` by only ~1e-16·κ relative); above ``GRAM_MAX_CONDITION``
+    (or rank-deficient, or non-finite) LAPACK's gesdd is used instead.
+    """
+    tall = w.shape[0] >= w.shape[1]
+    a = w if tall else w.T
+    lam, Q = torch.linalg.eigh(a.T @ a)  # ascending eigenvalues
+    s, Q = lam.flip(0).clamp(min=0).sqrt(), Q.flip(1)
+    if not bool(s[-1] * GRAM_MAX_CONDITION > s[0]):  # also catches s = 0 and NaN
+        return torch.linalg.svd(w, full_matrices=False)
+    P = (a @ Q) / s
+    if s[0] > GRAM_QR_CONDITION * s[-1]:
+        P, R = torch.linalg.qr(P)
+        P = P * R.diagonal().sign()
+    return (P, s, Q.T) if tall else (Q, s, P.T)
 
 
 def thin_svd(weight: Tensor, dtype: str = "float64",
              key: tuple | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``U (out, r), s (r,), Vᵀ (r, fan_in)`` of ``weight`` reshaped to out × fan_in.
 
-    Computed in ``dtype``; U, Vᵀ returned in the weight's dtype, s in float32. With a ``key``
+    ``dtype="float64"``: float64 accuracy through ``_gram_svd`` (gesdd where the matrix is
+    ill-conditioned); ``"float32"``: LAPACK's gesdd in float32, as the authors. Single-threaded
+    (``_one_thread``). U, Vᵀ are returned in the weight's dtype, s in float32. With a ``key``
     (``wrap`` uses (backbone fingerprint, layer name, dtype, device)) the result is kept in a small
     in-memory cache, so wrapping the same backbone again (another seed or M, ``load``) skips the
     SVD. Cached tensors are shared read-only by the models that use them.
@@ -162,14 +208,110 @@ def thin_svd(weight: Tensor, dtype: str = "float64",
     if key in store:
         return store[key]
     w = weight.detach()
-    U, s, Vh = torch.linalg.svd(w.reshape(w.shape[0], -1).to(getattr(torch, dtype)), full_matrices=False)
-    result = (U.to(w.dtype), s.float(), Vh.to(w.dtype))
+    m = w.reshape(w.shape[0], -1)
+    with _one_thread():
+        if dtype == "float64":
+            U, s, Vh = _gram_svd(m.double())
+        else:
+            U, s, Vh = torch.linalg.svd(m.float(), full_matrices=False)
+    result = (U.to(w.dtype).contiguous(), s.float(), Vh.to(w.dtype).contiguous())
     if key is not None:
         _SVD_CACHE[key[0]] = {**_SVD_CACHE.pop(key[0], {}), key: result}  # most recent last
         size = lambda: sum(t.numel() for e in _SVD_CACHE.values() for r in e.values() for t in r)
         while _SVD_CACHE and size() > SVD_CACHE_MAX_ELEMENTS:
             _SVD_CACHE.pop(next(iter(_SVD_CACHE)))
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# the two exact paths of a linear SVE layer, as autograd Functions on member-major rows
+#
+# Shapes: x (M, T, in) (member m's T rows contiguous), σ (M, r), b (M, out) or None, U (out, r),
+# Vᵀ (r, in), y (M, T, out). Costs in multiply-adds for R = M·T rows (see docs/PERFORMANCE.md):
+#   factored  forward R·r·(in+out)          backward R·out·r (+ R·r·in for ∂x)
+#   dense     forward R·out·in + M·out·r·in backward R·out·in + M·out·in·r (+ R·out·in + M·out·r·in for ∂x)
+#   a plain linear layer (the limit): forward R·out·in, backward 2·R·out·in (∂x and ∂W)
+
+
+def _member_weights(U: Tensor, sigma: Tensor, Vh: Tensor) -> Tensor:
+    """All members' dense weights ``W_m = (U·σ_m) Vᵀ``, (M, out, in): one batched GEMM."""
+    return torch.matmul(U * sigma[:, None, :], Vh)
+
+
+def _apply_dense(x: Tensor, W: Tensor, bias: Tensor | None) -> Tensor:
+    """``y_m = x_m W_mᵀ + b_m`` as one batched GEMM with the bias fused (baddbmm)."""
+    Wt = W.transpose(1, 2)
+    return torch.bmm(x, Wt) if bias is None else torch.baddbmm(bias[:, None, :], x, Wt)
+
+
+class _Factored(torch.autograd.Function):
+    """``y_m = (x_m V) (U diag(σ_m))ᵀ + b_m``; no per-member weight of size out × in is built.
+
+    Forward: ``z = x V`` (one GEMM over all members' rows), then a batched GEMM with the small
+    per-member factor ``U diag(σ_m)`` (M, out, r), bias fused. Saves only z (M, T, r).
+    Backward (g = ∂L/∂y): ``P = g U``; ``∂σ_m = Σ_t z ⊙ P``; ``∂x_m = P_m (diag(σ_m) Vᵀ)``;
+    ``∂b_m = Σ_t g_m``. σ is folded into the (M, ·, r) factors, so no elementwise pass scales the
+    activations.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, sigma: Tensor, bias: Tensor | None, U: Tensor, Vh: Tensor) -> Tensor:
+        z = torch.matmul(x, Vh.T)
+        Us = (U * sigma[:, None, :]).transpose(1, 2)
+        y = torch.bmm(z, Us) if bias is None else torch.baddbmm(bias[:, None, :], z, Us)
+        ctx.save_for_backward(z, sigma, U, Vh)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        z, sigma, U, Vh = ctx.saved_tensors
+        need_x, need_s, need_b = ctx.needs_input_grad[:3]
+        P = torch.matmul(g, U) if need_x or need_s else None
+        gx = torch.bmm(P, sigma[:, :, None] * Vh) if need_x else None
+        gs = (z * P).sum(1) if need_s else None
+        gb = g.sum(1) if need_b else None
+        return gx, gs, gb, None, None
+
+
+class _Dense(torch.autograd.Function):
+    """``y_m = x_m W_mᵀ + b_m`` with ``W_m = U diag(σ_m) Vᵀ`` built in the forward and rebuilt in
+    the backward, so the M dense weights are never kept between the two (saves x, as a plain
+    linear layer does). Backward: ``G_m = g_mᵀ x_m`` (the dense weight gradient, one batched GEMM),
+    ``∂σ_m = diag(Uᵀ G_m V)``, ``∂x_m = g_m W_m``, ``∂b_m = Σ_t g_m``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, sigma: Tensor, bias: Tensor | None, U: Tensor, Vh: Tensor) -> Tensor:
+        ctx.save_for_backward(x, sigma, U, Vh)
+        return _apply_dense(x, _member_weights(U, sigma, Vh), bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        x, sigma, U, Vh = ctx.saved_tensors
+        need_x, need_s, need_b = ctx.needs_input_grad[:3]
+        gs = (torch.matmul(torch.bmm(g.transpose(1, 2), x), Vh.T) * U).sum(1) if need_s else None
+        gx = torch.bmm(g, _member_weights(U, sigma, Vh)) if need_x else None
+        gb = g.sum(1) if need_b else None
+        return gx, gs, gb, None, None
+
+
+def path_costs(rows: int, members: int, out: int, fan_in: int, rank: int, train: bool,
+               input_grad: bool = True, cached: bool = False) -> tuple[int, int]:
+    """Multiply-adds of one SVE layer's (dense, factored) path on ``rows`` = M·T rows.
+
+    ``train``: forward + backward (∂σ always, ∂x if ``input_grad``); else the forward only, where
+    cached dense weights cost nothing to build. The formulas are those of ``_Dense`` / ``_Factored``
+    (the comment above them); ``SVELayer.use_dense`` takes the cheaper path.
+    """
+    R, M, o, i, r = rows, members, out, fan_in, rank
+    build = M * o * r * i
+    if not train:
+        return R * o * i + (0 if cached else build), R * r * (i + o)
+    dense = 2 * R * o * i + 2 * build + ((R * o * i + build) if input_grad else 0)
+    factored = R * r * (i + o) + R * o * r + (R * r * i if input_grad else 0)
+    return dense, factored
 
 
 class SVELayer(EnsembleLayer):
@@ -181,15 +323,18 @@ class SVELayer(EnsembleLayer):
         b_m = b + η_m,            η_m ~ N(0, init_std²)      trainable ``sve_bias``  (M, out)
         σ_m = clamp(sve_sigma, 0)  or  softplus(sve_sigma)   (positivity="softplus": smooth)
         y_m = W_m x_m + b_m, two exact paths on member m's rows x_m:
-          dense:    materialise all W_m = (U·σ_m) Vᵀ, then one batched matmul / grouped conv
-          factored: y_m = U (σ_m ⊙ (Vᵀ x_m))    no per-member weight is ever built
-    ``mode="auto"`` picks the cheaper path by FLOP count from the shapes and the autograd mode:
-    with autograd off the dense W_m are cached until ``sve_sigma`` changes (unless M·out·fan_in >
-    ``DENSE_CACHE_MAX_ELEMENTS``), so their build counts as free; the choice never depends on
-    the cache's state, so the same inputs always give the same bits.
+          dense:    W_m = (U·σ_m) Vᵀ, then one batched GEMM (``_Dense``: rebuilt in the backward,
+                    never kept; the σ gradient is the dense weight gradient projected on U, V)
+          factored: y_m = U (σ_m ⊙ (Vᵀ x_m))    (``_Factored``: no per-member weight is built)
+    Linear layers use the two autograd Functions above; conv layers the same math with plain
+    autograd (a grouped conv for dense, shared conv + 1×1 for factored).
+    ``mode="auto"`` picks the cheaper path per layer and call by ``path_costs`` (shapes, autograd
+    mode, whether the input needs a gradient): with autograd off the dense W_m are cached until
+    ``sve_sigma`` changes (unless M·out·fan_in > ``DENSE_CACHE_MAX_ELEMENTS``), so their build counts
+    as free; the choice never depends on the cache's state, so the same inputs give the same bits.
 
-    The SVD runs in ``svd_dtype`` (float64 by default: its rounding to float32 rebuilds W ~5×
-    more exactly than a float32 SVD, as the authors use; "float32" is faster for big layers on CPU).
+    The SVD runs in ``svd_dtype`` (float64 by default, see ``thin_svd``: its rounding to float32
+    rebuilds W ~5× more exactly than a float32 SVD, as the authors use).
     U, Vᵀ are stored in the weight's dtype; σ, biases and heads are float32 parameters.
     """
 
@@ -230,7 +375,7 @@ class SVELayer(EnsembleLayer):
         key = (self.sve_sigma._version, self.sve_sigma.data_ptr(), self.U.dtype, self.U.device)
         if self._cache is not None and self._cache[0] == key and self._caching():
             return self._cache[1]
-        W = torch.matmul(self.U * self.sigma().to(self.U.dtype)[:, None, :], self.Vh)  # (M, out, fan_in)
+        W = _member_weights(self.U, self.sigma().to(self.U.dtype), self.Vh)  # (M, out, fan_in)
         W = W.reshape(self.num_members, *self.weight_shape)
         self._cache = (key, W) if self._caching() else None
         return W
@@ -239,15 +384,34 @@ class SVELayer(EnsembleLayer):
         self._cache = None
 
     def use_dense(self, x: Tensor) -> bool:
+        """The path this call takes: ``mode``, or for "auto" the cheaper one by ``path_costs``."""
         if self.mode != "auto":
             return self.mode == "dense"
-        r, out, fan_in = self.Vh.shape[0], self.out_features, self.fan_in
         rows = x.numel() // self.in_features // (math.prod(self.stride) if self.conv else 1)
-        build = 0 if self._caching() else self.num_members * out * r * fan_in
-        return build + rows * out * fan_in <= rows * r * (fan_in + out)
+        train = torch.is_grad_enabled() and (self.sve_sigma.requires_grad or x.requires_grad)
+        dense, factored = path_costs(rows, self.num_members, self.out_features, self.fan_in,
+                                     self.Vh.shape[0], train, x.requires_grad, self._caching())
+        return dense <= factored
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_rows(x)
+        if self.conv:
+            return self._conv_forward(x)
+        M, dense = self.num_members, self.use_dense(x)
+        dtype = x.dtype
+        if torch.is_autocast_enabled(x.device.type):  # run the Functions in autocast's dtype
+            dtype = torch.get_autocast_dtype(x.device.type)
+        xs = x.reshape(M, -1, self.in_features).to(dtype)
+        bias = None if self.sve_bias is None else self.sve_bias.to(dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            if dense and self._caching():
+                y = _apply_dense(xs, self.weights().to(dtype), bias)
+            else:
+                fn = _Dense if dense else _Factored
+                y = fn.apply(xs, self.sigma().to(dtype), bias, self.U.to(dtype), self.Vh.to(dtype))
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def _conv_forward(self, x: Tensor) -> Tensor:
         if self.use_dense(x):
             y = self.per_member(x, self.weights().to(x.dtype))
         else:
@@ -558,12 +722,13 @@ def wrap_with(backbone: Any, layer_factory: Callable[..., EnsembleLayer], num_me
     in_channels = _input_channels(trunk)
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()))
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        gen = torch.Generator().manual_seed(_seed_for(seed, name))
-        layer = layer_factory(trunk.get_submodule(name), name=name, num_members=num_members,
-                              generator=gen)
-        setattr(trunk.get_submodule(parent_name) if parent_name else trunk, child, layer)
+    with _one_thread():  # the SVDs of SVE layers (see thin_svd)
+        for name in names:
+            parent_name, _, child = name.rpartition(".")
+            gen = torch.Generator().manual_seed(_seed_for(seed, name))
+            layer = layer_factory(trunk.get_submodule(name), name=name, num_members=num_members,
+                                  generator=gen)
+            setattr(trunk.get_submodule(parent_name) if parent_name else trunk, child, layer)
     fan_out_at = _fan_out_block(trunk, list(backbone.blocks or []), names) if fan_out == "auto" else None
     config = dict(method=method, num_members=num_members, num_classes=num_classes,
                   targets=targets if isinstance(targets, str) else list(targets), seed=seed,
@@ -642,6 +807,6 @@ from sve.adapters import (  # noqa: E402
     spectra,
 )
 
-__all__ = ["EnsembleLayer", "SVELayer", "EnsembleModel", "wrap", "wrap_with", "set_mode",
+__all__ = ["EnsembleLayer", "SVELayer", "EnsembleModel", "wrap", "wrap_with", "set_mode", "path_costs",
            "select_targets", "candidates", "supported", "check_inputs", "save", "load",
            "read_metadata", "merge", "MergedMember", "count_parameters", "ParameterCount", "spectra"]

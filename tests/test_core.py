@@ -565,3 +565,87 @@ def test_count_files_per_member_biases_under_bias():
     assert count.trainable == sum(p.numel() for p in be.parameters() if p.requires_grad)
     deep = core.count_parameters(methods.build("deep_ensemble", bb, 2, C, seed=0))
     assert deep.bias == 0 and deep.other == 2 * deep.base  # trunk biases are trunk weights
+
+
+# ----------------------------------------------------------------------------------------------
+# fast paths: the autograd Functions, the path choice, the SVD
+
+
+@pytest.mark.parametrize("fn", ["_Dense", "_Factored"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_path_functions_have_exact_gradients(fn, bias):
+    gen = torch.Generator().manual_seed(0)
+    M, T, o, i = 3, 4, 5, 7
+    U, s, Vh = torch.linalg.svd(torch.randn(o, i, generator=gen, dtype=torch.float64), full_matrices=False)
+    x = torch.randn(M, T, i, generator=gen, dtype=torch.float64, requires_grad=True)
+    sigma = (s * (1 + 0.1 * torch.randn(M, s.numel(), generator=gen, dtype=torch.float64))).requires_grad_()
+    b = torch.randn(M, o, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
+    f = getattr(core, fn).apply
+    assert torch.autograd.gradcheck(lambda *a: f(*a, U, Vh), (x, sigma, b))
+    W = torch.einsum("or,mr,ri->moi", U, sigma, Vh)  # the authors' dense rebuild as the reference
+    ref = torch.einsum("mti,moi->mto", x, W) + (b[:, None] if bias else 0)
+    torch.testing.assert_close(f(x, sigma, b, U, Vh), ref)
+    x2 = x.detach()  # no input gradient asked: only σ (and b) get one
+    g = torch.autograd.grad(f(x2, sigma, b, U, Vh).square().sum(), sigma)[0]
+    torch.testing.assert_close(g, torch.autograd.grad(ref.square().sum(), sigma)[0])
+
+
+def test_dense_training_keeps_no_member_weights_for_the_backward():
+    layer = core.SVELayer(nn.Linear(48, 48), num_members=4, mode="dense")
+    x = torch.randn(4 * 10, 48, requires_grad=True)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = layer(x)
+    assert saved and max(t.numel() for t in saved) < 4 * 48 * 48  # x (40×48) and factors, no (M, 48, 48)
+    y.sum().backward()
+    assert layer.sve_sigma.grad is not None and x.grad is not None
+
+
+def test_auto_training_choice_follows_the_cost_model():
+    sq = core.SVELayer(nn.Linear(64, 64), num_members=4)
+    wide = core.SVELayer(nn.Linear(64, 256), num_members=4)  # a 4:1 MLP layer
+    long = torch.randn(4 * 1024, 64, requires_grad=True)  # T = 1024 rows per member ≫ 3·64
+    short = torch.randn(4 * 64, 64, requires_grad=True)
+    assert sq.use_dense(long) and not sq.use_dense(short)
+    assert not wide.use_dense(long)  # factored: 2·r·(in+out)+… < 3·in·out
+    d, f = core.path_costs(4 * 1024, 4, 256, 64, 64, train=True)
+    assert f < d < 1.1 * 3 * 4 * 1024 * 256 * 64  # factored beats the limit's 3·R·out·in here
+    with torch.no_grad():
+        assert wide.use_dense(long)  # evaluation: cached dense weights are never slower
+
+
+def test_bf16_autocast_runs_both_paths():
+    layer = core.SVELayer(nn.Linear(32, 16), num_members=2)
+    x = torch.randn(2 * 5, 32, requires_grad=True)
+    ref = layer(x)
+    for mode in ("dense", "factored"):
+        layer.mode = mode
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)
+        assert y.dtype == torch.bfloat16 and _rel(y.float(), ref) < 2e-2
+        y.float().sum().backward()
+        assert x.grad.dtype == torch.float32 and layer.sve_sigma.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40), (16, 16)])
+def test_gram_svd_matches_lapack(shape):
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(shape, generator=gen, dtype=torch.float64)
+    U, s, Vh = core._gram_svd(w)
+    torch.testing.assert_close(s, torch.linalg.svdvals(w))
+    torch.testing.assert_close((U * s) @ Vh, w)
+    eye = torch.eye(s.numel(), dtype=torch.float64)
+    torch.testing.assert_close(U.T @ U, eye)
+    torch.testing.assert_close(Vh @ Vh.T, eye)
+    Q1, _ = torch.linalg.qr(torch.randn(shape[0], s.numel(), generator=gen, dtype=torch.float64))
+    Q2, _ = torch.linalg.qr(torch.randn(shape[1], s.numel(), generator=gen, dtype=torch.float64))
+    s_ill = torch.logspace(0, -5, s.numel(), dtype=torch.float64)  # κ = 1e5: the QR-corrected route
+    ill = (Q1 * s_ill) @ Q2.T
+    U, s, Vh = core._gram_svd(ill)
+    torch.testing.assert_close(s, s_ill, rtol=1e-5, atol=0)
+    torch.testing.assert_close((U * s) @ Vh, ill, rtol=0, atol=1e-12)
+    torch.testing.assert_close(U.T @ U, eye, rtol=0, atol=1e-12)
+    low = w[:, :1] @ w[:1, :]  # rank 1: the Gram route would divide by 0, gesdd takes over
+    U, s, Vh = core._gram_svd(low)
+    assert torch.isfinite(U).all() and torch.isfinite(Vh).all()
+    torch.testing.assert_close((U * s) @ Vh, low)
