@@ -48,8 +48,8 @@ def pick_runs() -> list[Any]:
     root = runs_dir()
     items = runs.list_runs(root)
     if not items:
-        st.info(f"No runs yet in `{root}`. Press **Train** (the Quick demo takes about a minute), or "
-                "make one with `python -m sve run configs/quick-demo.yaml`.")
+        st.info(f"No runs yet in `{root}`. Press **Train** to train the chosen preset, or make a run "
+                "with `python -m sve run configs/quick-demo.yaml`; it shows up here.")
         return []
     by_path = {str(it["path"]): it for it in items}
     options = list(by_path)

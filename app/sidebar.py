@@ -208,8 +208,9 @@ def render() -> tuple[dict, list[str]]:
     errors: list[str] = []
     names = list(presets())
     st.selectbox("Preset", names, key="w_preset", on_change=apply_preset,
-                 help="Quick demo: about a minute on 2 CPU cores. Paper-like: the paper's settings "
-                      "(M=4, 10 epochs, 224 px, full data, 3 seeds): hours on a CPU.")
+                 help="Quick demo: configs/quick-demo.yaml, the fastest useful run (minutes on 2 CPU "
+                      "cores). Paper-like: the paper's settings (M=4, 10 epochs, 224 px, full data, "
+                      "3 seeds, the main baselines): hours on a CPU.")
 
     st.subheader("Model")
     choice = st.selectbox("Backbone", [*cat.backbones, OTHER], key="w_backbone")

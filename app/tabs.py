@@ -99,8 +99,9 @@ def spectrum(run: Any, slot: str) -> None:
         export.show(plots.member_distance_matrix(final, layer),
                     _name(run, f"member_distances_{method}_{layer}"), f"dist-{slot}")
     if len(history) > 1:
-        export.show(plots.spectrum_history(history, layer, title=f"σ drift over epochs ({layer})"),
-                    _name(run, f"spectrum_history_{method}_{layer}"), f"hist-{slot}")
+        fig = plots.spectrum_history(history, layer, title=f"σ drift over epochs ({layer})")
+        fig.update_xaxes(title_text="epoch (0 = initialisation)")   # one σ snapshot per epoch
+        export.show(fig, _name(run, f"spectrum_history_{method}_{layer}"), f"hist-{slot}")
     with st.expander("Per-layer diversity table"):
         st.dataframe(metrics.spectrum_table(final), key=f"sptable-{slot}")
 
