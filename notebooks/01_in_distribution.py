@@ -1,0 +1,150 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · In-distribution accuracy and calibration (paper Table 1)
+#
+# **Mirrors** the paper's Table 1: Acc / ECE / NLL / Brier of a single fine-tuned model, SVF (SVE with
+# M = 1), a deep ensemble, LoRA-Ensemble, BatchEnsemble and SVE (M = 4) on Flowers102 / Oxford Pets
+# with DINO(v2) ViT-S, reported before and after temperature scaling. We add MC dropout and a head-only
+# ensemble (frozen trunk, M heads) as cheap reference points.
+#
+# **Offline analog.** DINOv2 ViT-S/14 — the paper's Oxford-Pets backbone — on **Fashion-MNIST**:
+# CIFAR / Flowers / Pets cannot be had offline, and on MNIST every method is near 99 %, so calibration
+# differences would drown in a saturated accuracy; Fashion-MNIST leaves room (≈ 80–90 %).
+#
+# **Sizes (full mode, `configs/01_in_distribution.yaml`):** 28 px inputs (2 × 2 patches + CLS),
+# 512 training / 128 validation / 512 test images, 3 epochs (1 warm-up), batch 16, M = 4, each method's
+# default learning rate, 3 seeds; the table is mean ± std over the seeds. Temperature T is fitted on
+# the validation split. QUICK mode (tests): 64 / 32 / 32 images, 1 epoch, M = 2, one seed,
+# single model, deep ensemble and SVE only.
+#
+# **What to look for:** does SVE's ECE fall below the single model's without losing accuracy, and how
+# close does it come to the deep ensemble — at a fraction of its trainable parameters?
+
+# %% tags=["parameters"]
+QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
+ECE_CLOSE = 0.01  # "close to the deep ensemble": ECE within 1 percentage point ...
+ACC_CLOSE = 0.01  # ... and accuracy at most 1 point lower
+
+# %%
+import nbtools as nb
+import pandas as pd
+
+QUICK = nb.quick_mode(QUICK)
+out = nb.outputs("01_in_distribution", QUICK)
+config = nb.load_config("01_in_distribution", QUICK,
+                        quick_sizes=dict(methods=["single", "deep_ensemble", "sve"]))
+print(nb.describe(config, QUICK))
+
+# %% [markdown]
+# ## Train every method (or reuse a finished run of the same config)
+
+# %%
+run = nb.run(config, out)
+run
+
+# %% [markdown]
+# ## Table 1 analog: test metrics, mean ± std over seeds, before and after temperature scaling
+# Accuracy and ECE in %, NLL and Brier raw (Brier = sum over classes of the squared error), ECE with
+# 15 equal-width bins.
+
+# %%
+summary = nb.mean_std(nb.rows(run, calibration=None), nb.CALIBRATION + ("temperature",),
+                      by=["calibration", "method"])
+out.save_table(summary)
+pct = {"accuracy": 100, "ece": 100}
+table = nb.pm(summary, pct, digits=2).unstack("calibration")
+table.columns = [f"{metric} ({'after TS' if cal == 'ts' else 'raw'})" for metric, cal in table.columns]
+table = table[[f"{m} ({c})" for c in ("raw", "after TS") for m in nb.CALIBRATION]]
+table
+
+# %% [markdown]
+# ### The paper's numbers (%, NLL / Brier raw), for comparison
+# Flowers102 with DINO ViT-S/16 and Oxford Pets with DINOv2 ViT-S/14, M = 4 (papernotes summary of
+# v1 Table 1; "–" = not reported).
+
+# %%
+paper = pd.DataFrame(
+    [("Flowers102", "single", 86.3, 3.9, 0.56, 0.20), ("Flowers102", "svf", 91.8, None, None, None),
+     ("Flowers102", "deep_ensemble", 91.5, 0.9, 0.33, 0.12),
+     ("Flowers102", "lora_ensemble", 94.6, 1.1, 0.21, 0.08), ("Flowers102", "sve", 95.4, 1.0, 0.18, 0.07),
+     ("Oxford Pets", "batch_ensemble", None, 48.7, None, None),
+     ("Oxford Pets", "deep_ensemble", 89.2, 13.3, 0.43, 0.17),
+     ("Oxford Pets", "lora_ensemble", 86.1, 9.0, 0.49, 0.22), ("Oxford Pets", "sve", 90.1, 2.2, 0.30, 0.15)],
+    columns=["dataset", "method", "accuracy", "ece", "nll", "brier"]).set_index(["dataset", "method"])
+paper.astype(object).fillna("–")
+
+# %% [markdown]
+# ## Figures: reliability before / after temperature scaling, confidence, selective prediction
+# Seed 0 of every method (the standard figures of the run).
+
+# %%
+figs = run.figures()
+keep = ["reliability_test", "reliability_test_ts", "confidence_test", "risk_coverage_test", "cost"]
+figs = {k: figs[k] for k in keep if k in figs}
+for fig in figs.values():
+    fig.show()
+out.export(figs)
+
+# %% [markdown]
+# ## The claims, decided from the table above
+# Means over seeds of the raw (not temperature-scaled) test metrics. "No accuracy loss" allows
+# SVE's mean accuracy to fall short of the single model's by at most the larger of the two seed
+# standard deviations.
+
+# %%
+raw = summary.loc["none"]
+
+
+def sve_beats_single():
+    s, b = raw.loc["sve"], raw.loc["single"]
+    slack = max(s["accuracy_std"], b["accuracy_std"], 0) if len(config.seeds) > 1 else 0.0
+    held = s["ece"] < b["ece"] and s["accuracy"] >= b["accuracy"] - slack
+    return held, (f"ECE {100 * s['ece']:.2f} vs {100 * b['ece']:.2f} %, accuracy {100 * s['accuracy']:.2f} "
+                  f"vs {100 * b['accuracy']:.2f} % (slack {100 * slack:.2f})")
+
+
+def sve_near_deep_ensemble():
+    s, d = raw.loc["sve"], raw.loc["deep_ensemble"]
+    held = abs(s["ece"] - d["ece"]) <= ECE_CLOSE and s["accuracy"] >= d["accuracy"] - ACC_CLOSE
+    return held, (f"ECE {100 * s['ece']:.2f} vs {100 * d['ece']:.2f} %, accuracy {100 * s['accuracy']:.2f} "
+                  f"vs {100 * d['accuracy']:.2f} %")
+
+
+def sve_best_ece_of_ensembles():
+    others = [m for m in raw.index if m not in ("sve", "single", "svf")]
+    best = raw.loc[others, "ece"].idxmin()
+    return raw.loc["sve", "ece"] <= raw.loc[best, "ece"], (
+        f"SVE {100 * raw.loc['sve', 'ece']:.2f} % vs best other ensemble {best} "
+        f"{100 * raw.loc[best, 'ece']:.2f} %")
+
+
+claims = [
+    nb.claim("SVE's ECE is below the single model's at no accuracy loss",
+             "mean ECE lower; mean accuracy ≥ single − max seed std", sve_beats_single),
+    nb.claim("SVE is close to the deep ensemble",
+             f"|ΔECE| ≤ {100 * ECE_CLOSE:g} pp and accuracy ≥ DE − {100 * ACC_CLOSE:g} pp",
+             sve_near_deep_ensemble),
+    nb.claim("SVE has the lowest ECE of the ensembles (Pets row of Table 1)",
+             "mean ECE ≤ every other ensemble's", sve_best_ece_of_ensembles),
+]
+verdicts = nb.claims_table(claims)
+out.save_table(verdicts, "_claims")
+verdicts
+
+# %% [markdown]
+# ## What we found
+# Written from the verdicts just computed (nothing below is typed in by hand):
+
+# %%
+from IPython.display import Markdown
+
+Markdown(nb.findings(claims, QUICK))

@@ -1,0 +1,131 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Out-of-distribution detection (paper: CIFAR-100 → CIFAR-10)
+#
+# **Mirrors** the paper's OOD experiment: models trained on CIFAR-100 score CIFAR-10 test images;
+# AUROC with mutual information as the score (paper: deep ensemble 79.2, LoRA-Ensemble 82.8, SVE
+# 81.6; FPR 64.3 for LoRA, 66.8 for SVE).
+#
+# **Offline analog.** DINOv2 ViT-S/14 trained on **Fashion-MNIST with the three footwear classes
+# (sandal, sneaker, ankle boot) held out**: those held-out classes are the *near*-OOD set — same
+# camera, same style, unseen classes, as CIFAR-10 is to CIFAR-100. **MNIST digits** and
+# **Animal-MNIST** sketches are *far*-OOD sets. No CIFAR can be had offline.
+#
+# **Sizes (full mode, `configs/02_ood.yaml`):** 28 px, 512 training / 128 validation / 512 test
+# images of the 7 remaining classes, 512 images per OOD set, 3 epochs, M = 4, 3 seeds; AUROC, AUPR
+# (OOD positive) and FPR at 95 % TPR for four scores: maximum softmax probability (MSP), predictive
+# entropy, mutual information (MI, ensembles only) and energy. QUICK mode: 64 / 32 / 32 / 32 images,
+# 1 epoch, M = 2, one seed, single model, deep ensemble and SVE only.
+#
+# **What to look for:** SVE's AUROC (MI) next to the deep ensemble's, and whether near-OOD (held-out
+# footwear) is much harder than far-OOD, as CIFAR-10 is for CIFAR-100 models.
+
+# %% tags=["parameters"]
+QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
+AUROC_NEAR = 0.02  # "near the deep ensemble": AUROC (MI) at most 2 points below
+
+# %%
+import nbtools as nb
+import pandas as pd
+
+QUICK = nb.quick_mode(QUICK)
+out = nb.outputs("02_ood", QUICK)
+config = nb.load_config("02_ood", QUICK, quick_sizes=dict(methods=["single", "deep_ensemble", "sve"]))
+print(nb.describe(config, QUICK))
+
+# %% [markdown]
+# ## Train (or reuse) the models
+
+# %%
+run = nb.run(config, out)
+run
+
+# %% [markdown]
+# ## AUROC per OOD set and score (%, mean ± std over seeds)
+# Single models have no mutual information (NaN). ID = the test split of the 7 training classes.
+
+# %%
+SCORES = ("msp", "entropy", "mutual_info", "energy")
+ood_splits = [s for s in run.splits if s.startswith("ood:")]
+table = run.metrics
+ood_rows = table[table["split"].isin(ood_splits) & (table["member"] == "ensemble")
+                 & (table["calibration"] == "none")]
+ood_rows = ood_rows.sort_values("split", key=lambda s: s.map(ood_splits.index), kind="stable")
+columns = [f"{k}_{s}" for k in ("auroc", "aupr_out", "fpr95") for s in SCORES]
+summary = nb.mean_std(ood_rows, columns, by=["split", "method"])
+out.save_table(summary)
+nb.pm(summary[[c for c in summary.columns if c.startswith("auroc")] + ["n_seeds"]], 100, digits=1)
+
+# %% [markdown]
+# ## FPR at 95 % TPR and AUPR (OOD positive), %
+
+# %%
+other = [c for c in summary.columns if c.startswith(("fpr95", "aupr_out"))]
+nb.pm(summary[other + ["n_seeds"]], 100, digits=1)
+
+# %% [markdown]
+# ## In-distribution side: the same models' test accuracy and ECE (%)
+
+# %%
+nb.pm(nb.mean_std(nb.rows(run), nb.CALIBRATION), {"accuracy": 100, "ece": 100}, digits=2)
+
+# %% [markdown]
+# ### The paper's numbers (CIFAR-100 → CIFAR-10, %)
+
+# %%
+pd.DataFrame({"auroc_mutual_info": [79.2, 82.8, 81.6], "fpr": [None, 64.3, 66.8]},
+             index=pd.Index(["deep_ensemble", "lora_ensemble", "sve"], name="method"),
+             ).astype(object).fillna("–")
+
+# %% [markdown]
+# ## Figures: ROC curves per OOD set (predictive entropy) and score histograms of the first ensemble
+
+# %%
+figs = {k: v for k, v in run.figures().items() if k.startswith("ood_")}
+for fig in figs.values():
+    fig.show()
+out.export(figs)
+
+# %% [markdown]
+# ## What we found
+# For every OOD set: is SVE's AUROC (MI) within the stated margin of the deep ensemble's, and does it
+# beat the single model's best score?
+
+# %%
+from IPython.display import Markdown
+
+auroc = summary["auroc_mutual_info"]
+
+
+def near_deep_ensemble(split):
+    def decide():
+        s, d = auroc.loc[(split, "sve")], auroc.loc[(split, "deep_ensemble")]
+        return s >= d - AUROC_NEAR, f"{split}: SVE {100 * s:.1f} vs deep ensemble {100 * d:.1f}"
+    return decide
+
+
+def beats_single(split):
+    def decide():
+        s = auroc.loc[(split, "sve")]
+        single = summary.loc[(split, "single"), ["auroc_msp", "auroc_entropy", "auroc_energy"]].max()
+        return s > single, f"{split}: SVE (MI) {100 * s:.1f} vs single's best score {100 * single:.1f}"
+    return decide
+
+
+claims = []
+for split in ood_splits:
+    claims.append(nb.claim(f"SVE's OOD AUROC is near the deep ensemble's ({split})",
+                           f"AUROC(MI) ≥ DE − {100 * AUROC_NEAR:g} pp", near_deep_ensemble(split)))
+    claims.append(nb.claim(f"SVE detects OOD better than the single model ({split})",
+                           "AUROC(MI) > single's best of MSP / entropy / energy", beats_single(split)))
+out.save_table(nb.claims_table(claims), "_claims")
+Markdown(nb.findings(claims, QUICK))

@@ -1,0 +1,249 @@
+"""Shared plumbing of the paper notebooks: modes, output folders, runs, mean ± std tables, claims.
+
+No ML here: a notebook picks an experiment config (``configs/<notebook>.yaml``), runs it through
+``sve.runs`` and tabulates the run's ``metrics`` table; this module only saves each notebook the
+same boilerplate.
+
+Modes
+- ``QUICK=1`` (tests): the tiniest real settings (:data:`QUICK_SIZES`), outputs under ``$SVE_NB_OUT``
+  (a temporary folder when unset) and runs under ``$SVE_RUNS`` (else ``<out>/runs``), so a test
+  never writes into the source tree.
+- full mode (``QUICK=0``, the default): the config as committed, tables to
+  ``notebooks/results/<notebook>.csv``, figures to ``notebooks/figures/<notebook>/`` (PNG + SVG),
+  runs to ``$SVE_RUNS`` or ``runs/``. A finished run of exactly the same config is reused.
+- medium mode (``QUICK=0 MEDIUM=1``): full mode with the smaller sample sizes of
+  :data:`MEDIUM_SIZES` (still 3 seeds), for a shared or slow machine; every saved table carries a
+  ``mode`` column saying which mode produced it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sve import runs
+from sve.paths import project_root, runs_dir
+
+HERE = Path(__file__).resolve().parent
+#: the source checkout (configs/, benchmarks/ live here)
+ROOT = project_root() or HERE.parent
+#: the tiniest real settings: DINOv2-S at 28 px (4 patches), 64 train / 32 eval samples, 1 epoch,
+#: M = 2, per-member layers in the last 2 blocks only (8 SVDs instead of 48; variants that name
+#: their own targets keep them)
+QUICK_SIZES = dict(image_size=28, train_limit=64, val_limit=32, test_limit=32, ood_limit=32, epochs=1,
+                   warmup_epochs=0, members=2, seeds=[0], eval_batch_size=64, targets="last:2")
+#: medium mode: half the samples and fewer epochs than the committed configs, same seeds and M
+MEDIUM_SIZES = dict(train_limit=256, val_limit=64, test_limit=256, ood_limit=256, epochs=2, warmup_epochs=1)
+#: metric columns shown in the calibration tables (names of ``sve.metrics.evaluate``)
+CALIBRATION = ("accuracy", "ece", "nll", "brier")
+
+
+def quick_mode(default: int = 0) -> bool:
+    """``$QUICK`` (``1``/``0``) if set, else ``default`` (the notebook's parameters cell)."""
+    return bool(int(os.environ.get("QUICK", default)))
+
+
+def mode(quick: bool) -> str:
+    """``"quick"``, ``"medium"`` (``$MEDIUM=1`` outside QUICK mode) or ``"full"``."""
+    return "quick" if quick else ("medium" if int(os.environ.get("MEDIUM", 0)) else "full")
+
+
+@dataclass
+class Outputs:
+    """Where one notebook writes: its results CSV, its figure folder and the runs root."""
+
+    name: str
+    quick: bool
+    results: Path
+    figures: Path
+    runs: Path
+
+    def save_table(self, table: pd.DataFrame, suffix: str = "") -> Path:
+        """Write ``table`` (plus a ``mode`` column) as ``results/<notebook><suffix>.csv``."""
+        path = self.results.with_name(f"{self.name}{suffix}.csv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.assign(mode=mode(self.quick)).to_csv(path)
+        return path
+
+    def export(self, figs: dict, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+        """``sve.plots.export`` of ``{name: figure}`` into the notebook's figure folder."""
+        from sve import plots
+
+        return plots.export(figs, self.figures, formats=formats)
+
+
+def outputs(name: str, quick: bool) -> Outputs:
+    """The output locations of notebook ``name`` in this mode (see the module docstring)."""
+    if quick:
+        base = Path(os.environ.get("SVE_NB_OUT") or tempfile.mkdtemp(prefix="sve-nb-"))
+        results, figures = base / "results" / f"{name}.csv", base / "figures" / name
+        root = Path(os.environ.get("SVE_RUNS") or base / "runs")
+    else:
+        results, figures = HERE / "results" / f"{name}.csv", HERE / "figures" / name
+        root = runs_dir()
+    return Outputs(name, quick, results, figures, root)
+
+
+def config_path(name: str) -> Path:
+    """``configs/<name>.yaml`` of the source checkout."""
+    return ROOT / "configs" / f"{name}.yaml"
+
+
+def load_config(name: str, quick: bool, quick_sizes: dict | None = None, **overrides: Any,
+                ) -> runs.ExperimentConfig:
+    """The notebook's config: ``configs/<name>.yaml``, then in QUICK mode :data:`QUICK_SIZES`
+    (updated by ``quick_sizes``) or in medium mode :data:`MEDIUM_SIZES`, then ``overrides``."""
+    data = runs.ExperimentConfig.load(config_path(name)).to_dict()
+    if quick:
+        data.update({**QUICK_SIZES, **(quick_sizes or {})})
+    elif mode(quick) == "medium":
+        data.update(MEDIUM_SIZES)
+    data.update(overrides)
+    return runs.ExperimentConfig.from_dict(data)
+
+
+def describe(config: runs.ExperimentConfig, quick: bool = False) -> str:
+    """One paragraph stating the sizes of a config (printed at the top of each notebook)."""
+    methods = ", ".join(s.label + (f" (M={s.members})" if s.members != config.members else "")
+                        for s in config.method_specs())
+    size = f"{config.image_size} px" if config.image_size else f"max_length {config.max_length}"
+    options = f" {config.backbone_options}" if config.backbone_options else ""
+    return (f"[{mode(quick)} mode] {config.backbone}{options} at {size} on {config.dataset} "
+            f"(train {config.train_limit}, val {config.val_limit}, test {config.test_limit}, "
+            f"OOD {config.ood_limit} each of {config.ood + (['holdout'] if config.holdout else [])}); "
+            f"M = {config.members}; {config.epochs} epoch(s), batch {config.batch_size}; "
+            f"seeds {config.seeds}; methods: {methods}")
+
+
+def _progress(event: str, info: dict) -> None:
+    if event == "method_end":
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in info.get("summary", {}).items())
+        print(f"  {info['method']} seed {info['seed']}: {summary} "
+              f"(trained in {info.get('train_time_s', float('nan')):.0f} s)", flush=True)
+
+
+def finished_run(root: Path, config: runs.ExperimentConfig) -> Path | None:
+    """Newest complete run of exactly ``config`` under ``root``, or None."""
+    fingerprint = config.fingerprint()
+    for item in runs.list_runs(root):
+        if item["state"] != "complete":
+            continue
+        try:
+            if runs.ExperimentConfig.load(Path(item["path"]) / "config.yaml").fingerprint() == fingerprint:
+                return Path(item["path"])
+        except Exception:  # an unreadable folder is simply not reused
+            continue
+    return None
+
+
+def run(config: runs.ExperimentConfig, out: Outputs, reuse: bool = True) -> runs.Run:
+    """Train (or, with ``reuse``, find an already finished run of) ``config``; return the Run.
+
+    An unfinished run of the same config is continued by ``sve.runs.run`` itself."""
+    folder = finished_run(out.runs, config) if reuse else None
+    if folder is not None:
+        print(f"reusing the finished run {folder}")
+    else:
+        folder = runs.run(config, out_dir=out.runs, callbacks=[] if out.quick else [_progress])
+    return runs.load_run(folder)
+
+
+# ------------------------------------------------------------------------------------------
+# tables
+
+
+def rows(run: runs.Run | pd.DataFrame, split: str = "test", member: str = "ensemble",
+         calibration: str | None = "none") -> pd.DataFrame:
+    """Rows of a run's metrics table for one eval set / member / calibration (None = both)."""
+    table = run.metrics if isinstance(run, runs.Run) else run
+    keep = (table["split"] == split) & (table["member"] == member)
+    if calibration is not None:
+        keep &= table["calibration"] == calibration
+    return table[keep]
+
+
+def mean_std(table: pd.DataFrame, columns: Iterable[str], by: str | Sequence[str] = "method",
+             ) -> pd.DataFrame:
+    """Mean and std over seeds: columns ``<col>`` (mean), ``<col>_std`` and ``n_seeds``, ordered
+    as the groups first appear."""
+    columns = [c for c in columns if c in table.columns]
+    by = [by] if isinstance(by, str) else list(by)
+    groups = table.groupby(by, sort=False)[columns]
+    mean, std = groups.mean(), groups.std(ddof=1)
+    out = mean.join(std.add_suffix("_std"))
+    out["n_seeds"] = groups.size()
+    return out[[c for col in columns for c in (col, f"{col}_std")] + ["n_seeds"]]
+
+
+def pm(summary: pd.DataFrame, scale: dict[str, float] | float = 1.0, digits: int = 3) -> pd.DataFrame:
+    """``mean ± std`` strings from :func:`mean_std` (std omitted with one seed or when its
+    ``_std`` column was dropped); ``scale`` multiplies (e.g. 100 for percent), per column when a
+    dict; ``n_seeds`` is kept as is."""
+    out = pd.DataFrame(index=summary.index)
+    for col in (c for c in summary.columns if not c.endswith("_std") and c != "n_seeds"):
+        k = scale.get(col, 1.0) if isinstance(scale, dict) else scale
+        std = summary[f"{col}_std"] if f"{col}_std" in summary.columns else float("nan") * summary[col]
+        mean, std = summary[col] * k, std * k
+        out[col] = [f"{m:.{digits}f}" if math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+                    for m, s in zip(mean, std)]
+    if "n_seeds" in summary.columns:
+        out["n_seeds"] = summary["n_seeds"]
+    return out
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A GitHub markdown table of ``table`` (index included), for docs/RESULTS.md."""
+    frame = table.reset_index()
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+# ------------------------------------------------------------------------------------------
+# claims
+
+
+@dataclass
+class Claim:
+    """One claim of the paper, the rule that decides it here, and the numbers behind the verdict."""
+
+    claim: str
+    rule: str
+    evidence: str
+    held: bool | None  # None: not decidable with this run (e.g. a method missing)
+
+
+def claim(text: str, rule: str, decide: Callable[[], tuple[bool, str]]) -> Claim:
+    """Evaluate ``decide() -> (held, evidence)``; a missing method/column makes the claim undecided."""
+    try:
+        held, evidence = decide()
+    except KeyError as err:
+        return Claim(text, rule, f"not decidable: {err} missing from this run", None)
+    return Claim(text, rule, evidence, bool(held))
+
+
+def claims_table(claims: Sequence[Claim]) -> pd.DataFrame:
+    """The verdicts as a table: claim, rule, evidence, held (yes / no / undecided)."""
+    verdict = {True: "yes", False: "no", None: "undecided"}
+    return pd.DataFrame([{"claim": c.claim, "rule": c.rule, "evidence": c.evidence,
+                          "held here": verdict[c.held]} for c in claims]).set_index("claim")
+
+
+def findings(claims: Sequence[Claim], quick: bool) -> str:
+    """The "what we found" paragraph as Markdown, written from the computed verdicts."""
+    lines = []
+    if quick:
+        lines.append("*QUICK mode: tiny settings, one seed: these verdicts only show the notebook "
+                     "runs end to end; they say nothing about the method.*\n")
+    for c in claims:
+        verdict = {True: "**held**", False: "**did not hold**", None: "**undecided**"}[c.held]
+        lines.append(f"- {c.claim}: {verdict} — {c.evidence} (rule: {c.rule}).")
+    return "\n".join(lines)
