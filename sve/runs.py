@@ -48,7 +48,7 @@ EVENTS = ("run_start", "method_start", "step", "epoch", "method_end", "run_end")
 COMBINE = ("prob", "logit")
 SIGMA_DECAY = ("zero", "pretrained")
 TARGET_WORDS = ("all", "attention", "mlp")
-METHOD_KEYS = ("name", "label", "members", "lr", "epochs", "options")
+METHOD_KEYS = ("name", "label", "members", "lr", "epochs", "sigma_decay", "combine", "options")
 #: cost.json entries repeated on every metrics row of a method × seed (the last columns)
 COST_COLUMNS = ("trainable_params", "overhead_pct", "train_time_s", "train_peak_rss_mb", "eval_time_s")
 
@@ -76,6 +76,8 @@ class MethodSpec:
     members: int
     lr: float | None
     epochs: int
+    sigma_decay: str = "zero"
+    combine: str = "prob"
     options: dict = field(default_factory=dict)
 
 
@@ -84,7 +86,8 @@ class ExperimentConfig:
     """Everything that defines an experiment; saved as ``config.yaml`` in the run folder.
 
     ``methods`` entries are method names or dicts ``{"name", "label", "members", "lr", "epochs",
-    "options"}`` overriding the run-level values for that method. Sample limits of ``None`` use
+    "sigma_decay", "combine", "options"}`` overriding the run-level values for that method (so one
+    run can hold an ablation). Sample limits of ``None`` use
     the whole split. ``lr=None`` takes each method's default (``sve.methods.default_lr``).
     ``seeds`` are the training seeds (member init, batch order); ``data_seed`` fixes the split.
     ``init_std`` goes to the SVE-like methods and ``targets`` to every method that takes targets
@@ -191,9 +194,13 @@ class ExperimentConfig:
             _need(f"{where}.members", members, _is_int(members) and members >= 1, "an integer >= 1")
             _need(f"{where}.epochs", epochs, _is_int(epochs) and epochs >= 1, "an integer >= 1")
             lr = _float(f"{where}.lr", entry.get("lr", self.lr), optional=True, positive=True)
+            sigma_decay = entry.get("sigma_decay", self.sigma_decay)
+            combine = entry.get("combine", self.combine)
+            _choice(f"{where}.sigma_decay", sigma_decay, SIGMA_DECAY)
+            _choice(f"{where}.combine", combine, COMBINE)
             options = entry.get("options", {})
             _need(f"{where}.options", options, isinstance(options, dict), "a mapping of method options")
-            specs.append(MethodSpec(name, label, members, lr, epochs, dict(options)))
+            specs.append(MethodSpec(name, label, members, lr, epochs, sigma_decay, combine, dict(options)))
         labels = [s.label for s in specs]
         for label in labels:
             if labels.count(label) > 1:
@@ -1095,7 +1102,7 @@ class _Runner:
                          lr=_default_lr(spec), weight_decay=config.weight_decay,
                          warmup_epochs=min(config.warmup_epochs, spec.epochs), grad_clip=config.grad_clip,
                          batch_size=config.batch_size, seed=seed, callbacks=[recorder],
-                         sigma_decay=config.sigma_decay, combine=config.combine, progress=False)
+                         sigma_decay=spec.sigma_decay, combine=spec.combine, progress=False)
             train_time = time.perf_counter() - start
         if not recorder.finished(spec.epochs):  # a callback stopped training before the end
             _remove_pair(folder)
@@ -1108,7 +1115,7 @@ class _Runner:
             eval_time = time.perf_counter() - start
         logits = {name: value.detach().cpu().float().numpy() for name, value in logits.items()}
         labels = {name: data.labels[name] for name in logits}
-        rows, temperatures = evaluate_logits(logits, labels, combine=config.combine)
+        rows, temperatures = evaluate_logits(logits, labels, combine=spec.combine)
 
         counts = _parameter_counts(model)
         n_eval = sum(len(v) for v in logits.values())
@@ -1119,7 +1126,8 @@ class _Runner:
                 "train_cuda_peak_mb": train_memory.cuda_peak_mb,
                 "memory_method": "peak RSS sampled every 50 ms (psutil)"}
         base = {"method": spec.label, "base_method": spec.name, "seed": seed,
-                "members": int(logits["test"].shape[1])}
+                "members": int(logits["test"].shape[1]), "combine": spec.combine,
+                "sigma_decay": spec.sigma_decay}
         cost_columns = {k: cost[k] for k in COST_COLUMNS}
         rows = [{**base, **row, **cost_columns} for row in rows]
 

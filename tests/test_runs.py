@@ -38,7 +38,7 @@ def test_config_round_trip_yaml_and_json(tmp_path):
     config = runs.ExperimentConfig(
         name="rt", backbone_options={"random": True}, holdout=["8", "9"], shifts=["contrast"], severities=[2],
         methods=["single", {"name": "sve", "label": "sve-std0.1", "members": 8, "lr": 3e-3,
-                            "options": {"init_std": 0.1}}],
+                            "sigma_decay": "pretrained", "options": {"init_std": 0.1}}],
         lr="1e-3", targets=["qkv", "fc1"], seeds=[0, 1, 2], combine="logit", image_size=56)
     assert config.lr == 1e-3  # YAML 1.1 reads 1e-3 as a string; numeric strings are accepted
     for suffix in (".yaml", ".json"):
@@ -48,9 +48,11 @@ def test_config_round_trip_yaml_and_json(tmp_path):
         back = runs.ExperimentConfig.load(path)
         assert back == config and back.fingerprint() == config.fingerprint()
     assert json.loads((tmp_path / "c.json").read_text())["format_version"] == runs.FORMAT_VERSION
-    spec = config.method_specs()[1]
+    single, spec = config.method_specs()
     assert (spec.label, spec.members, spec.lr, spec.epochs) == ("sve-std0.1", 8, 3e-3, config.epochs)
-    assert config.method_specs()[0].members == config.members
+    assert (spec.sigma_decay, spec.combine, single.sigma_decay, single.combine) == (
+        "pretrained", "logit", "zero", "logit")  # per-method values, else the run's
+    assert single.members == config.members
     assert runs.ExperimentConfig(seeds=[1]).fingerprint() != runs.ExperimentConfig(seeds=[2]).fingerprint()
 
 
@@ -98,6 +100,8 @@ def test_config_cross_field_errors():
         runs.ExperimentConfig(dataset="mnist5k", ood=["mnist5k"])
     with pytest.raises(ConfigError, match="two entries labelled 'sve'.*distinct 'label'"):
         runs.ExperimentConfig(methods=["sve", {"name": "sve", "options": {"init_std": 0.1}}])
+    with pytest.raises(ConfigError, match=r"'methods\[0\]\.combine' = 'mean' is invalid.*'prob', 'logit'"):
+        runs.ExperimentConfig(methods=[{"name": "sve", "combine": "mean"}])
     with pytest.raises(ConfigError, match=r"'methods\[0\]\.label'.*names a folder"):
         runs.ExperimentConfig(methods=[{"name": "sve", "label": "a/b"}])
 
@@ -339,6 +343,7 @@ def test_metrics_table(tiny_run):
     assert set(table["split"]) == set(splits)
     assert set(table["member"]) == {"ensemble", "0", "1"} and set(table["calibration"]) == {"none", "ts"}
     assert len(table) == len(splits) * 3 * 2
+    assert set(table["combine"]) == {"prob"} and set(table["sigma_decay"]) == {"zero"}
     ens = table[(table["member"] == "ensemble") & (table["calibration"] == "none")].set_index("split")
     assert 0 <= ens.loc["test", "accuracy"] <= 1 and np.isnan(ens.loc["ood:animal-mnist", "accuracy"])
     for score in ("msp", "entropy", "mutual_info", "energy"):
