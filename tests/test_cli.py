@@ -17,7 +17,7 @@ from sve.cli import main
 
 TINY = dict(name="cli", backbone="dinov2-small", image_size=28, dataset="mnist5k", ood=["animal-mnist"],
             methods=["sve"], members=2, targets="last:2", epochs=1, warmup_epochs=0, batch_size=16,
-            train_limit=64, val_limit=32, test_limit=32, ood_limit=32, seeds=[0])
+            train_limit=32, val_limit=16, test_limit=16, ood_limit=16, seeds=[0])
 HAS_CHROMIUM = Path("/usr/bin/chromium").is_file()
 
 
@@ -45,7 +45,7 @@ def test_run_writes_a_run_folder_with_the_overrides(cli_run):
     root, path, stderr = cli_run
     assert path.parent == root and (path / "sve" / "seed0" / "done.json").is_file()
     assert runs.load_run(path).config.epochs == 1  # --set epochs=1 beat the file's 3
-    assert "sve seed0" in stderr and "4/4" in stderr  # the progress bar
+    assert "sve seed0" in stderr and "2/2" in stderr  # the progress bar: 32 images / batch 16
     assert "done (accuracy" in stderr
 
 

@@ -290,7 +290,7 @@ def tiny_run(tmp_path_factory):
     """A real run stopped by a callback at its first step, then resumed to the end."""
     root = tmp_path_factory.mktemp("runs")
     config = runs.ExperimentConfig(**{**TINY, "holdout": ["8", "9"], "shifts": ["contrast"],
-                                      "severities": [3]})
+                                      "severities": [3], "train_limit": 32})
     stopped = runs.run(config, root, callbacks=[lambda event, info: event != "step"])
     state = {"status": runs.read_status(stopped), "files": sorted(p.name for p in stopped.iterdir())}
     events = []
@@ -305,10 +305,10 @@ def test_stop_is_clean_and_resume_finishes(tiny_run):
     assert "sve" not in state["files"]  # the unfinished pair was discarded
     names = [e for e, _ in events]
     assert names[:2] == ["run_start", "method_start"] and names[-2:] == ["method_end", "run_end"]
-    assert names.count("step") == 4 and names.count("epoch") == 1  # 64 images / batch 16, 1 epoch
+    assert names.count("step") == 2 and names.count("epoch") == 1  # 32 images / batch 16, 1 epoch
     assert all(info["run_dir"] == path for _, info in events)
     step = next(info for e, info in events if e == "step")
-    assert (step["method"], step["seed"], step["step"], step["steps"]) == ("sve", 0, 1, 4)
+    assert (step["method"], step["seed"], step["step"], step["steps"]) == ("sve", 0, 1, 2)
     assert np.isfinite(step["loss"])
 
 
@@ -373,10 +373,10 @@ def test_load_run_accessors(tiny_run):
     assert len(samples) == 32 and (samples.labels == y).all()
     assert run.samples("shift:contrast:3").images.shape == samples.images.shape
     history = run.history("sve")
-    assert len(history["step"]) == 4 and len(history["epoch"]) == 1 and history["fit"]["best_epoch"] == 0
+    assert len(history["step"]) == 2 and len(history["epoch"]) == 1 and history["fit"]["best_epoch"] == 0
     snapshots = run.spectra_history("sve")
     assert [epoch for epoch, _ in snapshots] == [0, 1]
-    assert [step for step, _ in run.spectra_history("sve", by="step")] == [0, 4]
+    assert [step for step, _ in run.spectra_history("sve", by="step")] == [0, 2]
     spectra = run.spectra("sve")
     sigma, sigma0 = next(iter(spectra.values()))
     assert sigma.shape == (2, sigma0.shape[0]) and len(spectra) == 8  # 2 blocks × qkv, proj, fc1, fc2
@@ -424,7 +424,8 @@ def test_killed_run_resumes_without_retraining_finished_methods(tmp_path):
     """A subprocess is SIGKILLed while training its second method; re-running the same config
     continues that folder, keeps the first method's files untouched and trains only the second."""
     second = {"name": "sve", "label": "svf", "members": 1}  # SVF = SVE with M = 1
-    config = runs.ExperimentConfig(**{**TINY, "methods": ["sve", second]})
+    config = runs.ExperimentConfig(**{**TINY, "methods": ["sve", second], "train_limit": 32, "val_limit": 16,
+                                      "test_limit": 16, "ood_limit": 16})
     config_path = config.save(tmp_path / "config.yaml")
     root, marker = tmp_path / "runs", tmp_path / "marker"
     script = tmp_path / "kill_me.py"
@@ -457,6 +458,6 @@ def test_killed_run_resumes_without_retraining_finished_methods(tmp_path):
     assert [m for e, m in events if e == "method_start"] == ["svf"]
     run = runs.load_run(run_dir)
     assert run.status["state"] == "complete" and run.done == [("sve", 0), ("svf", 0)]
-    assert run.logits("svf")[0].shape == (32, 1, 10)
+    assert run.logits("svf")[0].shape == (16, 1, 10)
     assert list(dict.fromkeys(run.metrics["method"])) == ["sve", "svf"]
     assert set(run.metrics[run.metrics["method"] == "svf"]["member"]) == {"ensemble"}  # M = 1: no member rows
