@@ -395,6 +395,8 @@ class SVELayer(EnsembleLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_rows(x)
+        if self._cache is not None and torch.is_grad_enabled():
+            self._cache = None  # training resumed: σ will change, don't carry M dense weights through it
         if self.conv:
             return self._conv_forward(x)
         M, dense = self.num_members, self.use_dense(x)
