@@ -14,7 +14,14 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:          # `streamlit run app/main.py` puts only app/ on the path
     sys.path.insert(0, str(_ROOT))
 
+# Import in the page thread what both threads use, before any training starts: a module that the
+# worker thread imports first is visible half-initialised to the page thread for a moment
+# (seen: plotly's pandas check failing with "partially initialized module 'pandas'").
+import numpy  # noqa: E402, F401
+import pandas  # noqa: E402, F401
+import plotly.graph_objects  # noqa: E402, F401
 import streamlit as st  # noqa: E402
+from PIL import Image  # noqa: E402, F401
 
 from app import sidebar, tabs, training  # noqa: E402
 from app.runpicker import pick_runs  # noqa: E402

@@ -128,20 +128,42 @@ def _keep_widget_state() -> None:
             ss[key] = ss[key]
 
 
-def _upload_path(key: str, role: str, errors: list[str], multiple: bool) -> str | None:
+@st.cache_data(ttl=120, max_entries=32, show_spinner="Checking the data…")
+def _check_path_cached(path: str, stamp: float) -> str | None:
+    return check_data_path(path)
+
+
+def _check_path(path: str) -> str | None:
+    """``check_data_path``, cached per path and modification time (a big folder is read once)."""
+    try:
+        stamp = Path(path).expanduser().stat().st_mtime
+    except OSError:
+        stamp = 0.0
+    return _check_path_cached(path, stamp)
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the upload…")
+def _saved_upload(files: tuple[tuple[str, bytes], ...], role: str) -> tuple[str | None, str | None]:
+    """(data path, None) or (None, error) for one upload; written and checked once per content."""
+    from sve.paths import cache_dir
+
+    try:
+        return str(save_upload(list(files), role, cache_dir("uploads"))), None
+    except Exception as exc:  # noqa: BLE001 - DataError and anything unexpected
+        return None, describe(exc)
+
+
+def _upload_path(key: str, role: str, errors: list[str]) -> str | None:
     files = st.session_state.get(key)
     files = [f for f in (files if isinstance(files, list) else [files]) if f is not None]
     if not files:
         errors.append(f"Upload the {role} data (a CSV of text,label; a ZIP with one folder per class; "
                       "or image files), or pick another source.")
         return None
-    from sve.paths import cache_dir
-
-    try:
-        return str(save_upload([(f.name, f.getvalue()) for f in files], role, cache_dir("uploads")))
-    except Exception as exc:  # noqa: BLE001 - DataError and anything unexpected
-        errors.append(describe(exc))
-        return None
+    path, problem = _saved_upload(tuple((f.name, f.getvalue()) for f in files), role)
+    if problem:
+        errors.append(problem)
+    return path
 
 
 def _parse_seeds(text: str, errors: list[str]) -> list[int]:
@@ -167,14 +189,14 @@ def _data_section(cat: Catalog, errors: list[str]) -> tuple[str | None, list[str
     elif src == "Path":
         dataset = st.text_input("Image folder (one sub-folder per class) or CSV (text,label)",
                                 key="w_dataset_path").strip()
-        problem = check_data_path(dataset) if dataset else "Type the path of an image folder or a CSV."
+        problem = _check_path(dataset) if dataset else "Type the path of an image folder or a CSV."
         if problem:
             errors.append(problem)
             dataset = None
     else:
         st.file_uploader("CSV (text,label), ZIP of class folders", type=UPLOAD_TYPES,
                          accept_multiple_files=True, key="w_dataset_upload")
-        dataset = _upload_path("w_dataset_upload", "in-distribution", errors, multiple=True)
+        dataset = _upload_path("w_dataset_upload", "in-distribution", errors)
 
     ood_src = st.radio("OOD source", SOURCES, key="w_ood_src", horizontal=True)
     ood: list[str] = []
@@ -187,12 +209,12 @@ def _data_section(cat: Catalog, errors: list[str]) -> tuple[str | None, list[str
     elif ood_src == "Path":
         text = st.text_input("OOD image folder(s) / CSV(s), comma-separated", key="w_ood_path")
         for spec in (s.strip() for s in text.split(",") if s.strip()):
-            problem = check_data_path(spec)
+            problem = _check_path(spec)
             errors.append(problem) if problem else ood.append(spec)
     else:
         st.file_uploader("OOD images, CSV or ZIP", type=UPLOAD_TYPES, accept_multiple_files=True,
                          key="w_ood_upload")
-        path = _upload_path("w_ood_upload", "ood", errors, multiple=True)
+        path = _upload_path("w_ood_upload", "ood", errors)
         ood = [path] if path else []
     if dataset:
         problem = check_ood(dataset, ood)

@@ -63,7 +63,11 @@ class Snapshot:
         """What the worker is doing, for the progress text."""
         if self.method is None:
             return "loading the backbone and data"
-        return self.method if self.step else f"{self.method}: building the model"
+        if not self.step:
+            return f"{self.method}: building the model"
+        if self.steps and self.step >= self.steps and self.status == RUNNING:
+            return f"{self.method}: evaluating on the test, validation, OOD and shifted sets"
+        return self.method
 
 
 @dataclass

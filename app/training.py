@@ -100,7 +100,10 @@ def _panel() -> None:
     elif snap.status == FAILED:
         st.error(f"Training failed: {snap.error}")
     if snap.curve:
-        st.plotly_chart(_curve_figure(snap), key="live_curve")
+        try:
+            st.plotly_chart(_curve_figure(snap), key="live_curve")
+        except Exception as exc:  # noqa: BLE001 - the curve is a nicety; polling must go on
+            st.caption(f"(live curve unavailable: {describe(exc)})")
     if snap.status != RUNNING and not st.session_state.get("job_seen_end"):
         st.session_state["job_seen_end"] = True
         if snap.run_path:

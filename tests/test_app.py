@@ -298,6 +298,8 @@ def test_progress_fraction_phase_and_remaining_time():
     assert snap.fraction == pytest.approx(0.75) and snap.epoch == 1 and snap.steps == 10
     # 4 steps (0.2 of the run) took >= 50 ms, so the last 0.25 take >= 62 ms at that rate
     assert snap.remaining is not None and snap.remaining >= 0.0625 * 0.99
+    job.callback("step", {"step": 10, "epoch": 1, "loss": 0.3})
+    assert job.snapshot().phase.startswith("sve: evaluating")
     assert state.format_seconds(75.2) == "1:15" and state.format_seconds(3725) == "1:02:05"
 
 

@@ -154,5 +154,9 @@ def test_quick_demo_trains_and_draws_every_tab(server):
             assert target.suffix == ".svg" and "/" not in download.value.suggested_filename
             head = target.read_text(errors="replace")[:400]
             assert "<svg" in head, head
+        except Exception:
+            with contextlib.suppress(Exception):           # what the page showed, for CI logs
+                page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
+            raise
         finally:
             ctx.close()
