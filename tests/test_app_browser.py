@@ -33,7 +33,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 TRAIN_TIMEOUT_MS = 1000 * int(os.environ.get("SVE_BROWSER_TRAIN_TIMEOUT", "480"))
 #: tab name -> text that only that tab shows once it has drawn
 TAB_MARKERS = {"Reliability": "Temperature scaling", "Spectrum": "Per-layer diversity table",
-               "OOD": "FPR at 95% TPR", "Members": "Mean pairwise disagreement", "Cost": "peak RSS while training"}
+               "OOD": "FPR at 95% TPR", "Members": "Mean pairwise disagreement",
+               "Cost": "peak RSS while training"}
 
 pytestmark = [
     pytest.mark.browser,
