@@ -42,7 +42,8 @@ with ``--out``), schema ``sve-bench/1``::
                   "error"}],          # null where not measured; error: why a method failed
      "setup": [{"backbone", "svd_dtype", "layers", "setup_s", "setup_cpu_s", "error"}]}
 
-``--setup`` (default on, off in ``--quick``) also times ``sve.wrap`` alone for dinov2-small,
+``--cost-model`` prints the multiply-adds that ``sve.core.path_costs`` predicts per layer shape
+(no timing). ``--setup`` (default on, off in ``--quick``) also times ``sve.wrap`` alone for dinov2-small,
 minilm-l6 and smollm2-135m (if installed) with both SVD dtypes. ``--profile`` prints the top
 operators (torch.profiler, self CPU time) of one training step of each method. ``--plots DIR``
 turns result JSON files into the figures of docs/PERFORMANCE.md (no benchmark run).
@@ -93,6 +94,9 @@ QUICK_MEMORY = ("limit", "sve-auto")  # one fresh process each
 ROW_KEYS = ("setting", "members", "method", "train_s", "eval_s", "train_ratio", "eval_ratio", "train_all",
             "eval_all", "mem_train_mb", "mem_eval_mb", "mem_train_ratio", "mem_eval_ratio", "setup_s",
             "setup_cpu_s", "trainable", "error")  # every result row has all of them (null: not measured)
+LABELS = {"limit": "limit", "sve-auto": "SVE auto", "sve-dense": "SVE dense", "sve-factored": "SVE fact.",
+          "authors": "authors", "deep_ensemble": "deep ens.", "lora_ensemble": "LoRA-Ens.",
+          "batch_ensemble": "BatchEns.", "last-k": "last:K"}  # figure labels
 LR_OF = {"limit": "single", "authors": "sve", "last-k": "sve"}  # else "sve-*" -> sve, or the name
 
 
@@ -314,6 +318,16 @@ def _memory_now(device: str) -> tuple[float, float]:
     return _rss_mb("VmRSS"), _rss_mb("VmHWM")
 
 
+def release_memory() -> None:
+    """Free the timing phase's models and hand glibc's free heap back to the OS (Linux)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in a fresh process: build one configuration, 2 eval forwards, then 2 training steps."""
     torch.set_num_threads(spec["threads"])
@@ -373,6 +387,41 @@ def measure_setup(names: tuple[str, ...]) -> list[dict[str, Any]]:
             del model
     core._SVD_CACHE.clear()
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# the cost model (multiply-adds in the targeted linear layers, from sve.core.path_costs)
+
+
+def cost_model(names: list[str], members: int, lora_rank: int = 8) -> str:
+    """Predicted training multiply-adds of the targeted layers, relative to the limit's 3·R·out·in,
+    per layer shape and summed (SVE auto / factored / dense, LoRA-Ensemble), at ``members``."""
+    lines = [f"training multiply-adds in the targeted linear layers, × the limit (3·R·out·in), M = {members}",
+             "setting | layer out×in (count) | rows/member T | dense | factored | auto picks | LoRA r=8"]
+    for name in names:
+        setting = SETTINGS[name]
+        backbone = load(setting)
+        T = setting["batch"] * (setting["tokens"] if "tokens" in setting
+                                else (setting["image_size"] // backbone.patch_size) ** 2 + 1)
+        R = members * T
+        shapes: dict[tuple[int, int], int] = {}
+        for n in core.select_targets(backbone, "all"):
+            o, i = backbone.model.get_submodule(n).weight.shape
+            shapes[(o, i)] = shapes.get((o, i), 0) + 1
+        total = dict.fromkeys(("limit", "dense", "factored", "auto", "lora"), 0)
+        for (o, i), count in shapes.items():
+            d, f = core.path_costs(R, members, o, i, min(o, i), train=True)
+            lora = 2 * R * o * i + 4 * R * lora_rank * (i + o)  # W x, ∂x through W; A, B and their grads
+            limit = 3 * R * o * i
+            costs = {"limit": limit, "dense": d, "factored": f, "auto": min(d, f), "lora": lora}
+            for key, v in costs.items():
+                total[key] += count * v
+            lines.append(f"{name} | {o}×{i} ({count}) | {T} | {d / limit:.2f} | {f / limit:.2f} | "
+                         f"{'dense' if d <= f else 'factored'} | {lora / limit:.2f}")
+        lines.append(f"{name} | all targets | {T} | {total['dense'] / total['limit']:.2f} | "
+                     f"{total['factored'] / total['limit']:.2f} | {total['auto'] / total['limit']:.2f} | "
+                     f"{total['lora'] / total['limit']:.2f}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -455,18 +504,22 @@ def plots(files: list[Path], out_dir: Path) -> list[Path]:
         for i, method in enumerate(m for m in METHODS if m in set(sub["method"])):
             line = sub[sub["method"] == method].sort_values("members")
             for j, (col, _) in enumerate(metrics):
-                fig.add_trace(go.Scatter(x=line["members"], y=line[col], mode="lines+markers", name=method,
-                                         legendgroup=method, showlegend=j == 0,
-                                         line={"color": sp._color(i)}), 1, j + 1)
+                trace = go.Scatter(x=line["members"], y=line[col], mode="lines+markers", name=LABELS[method],
+                                   legendgroup=method, showlegend=j == 0, line={"color": sp._color(i)})
+                fig.add_trace(trace, 1, j + 1)
         fig.update_xaxes(title_text="members M", type="log", tickvals=sorted(sub["members"].unique()))
         figs[f"perf_{setting}_vs_M"] = sp._finish(fig, f"{setting}: cost versus M", 1300, 430)
     for setting, sub in df[df["members"] == 4].groupby("setting"):
         bars = sub.set_index("method").reindex([m for m in METHODS if m in set(sub["method"])]).reset_index()
-        figs[f"perf_{setting}_M4"] = sp.cost_bars(
+        bars["method"] = bars["method"].map(LABELS)
+        fig = sp.cost_bars(
             bars, columns=["train_ratio", "eval_ratio", "mem_train_ratio"],
             titles={"train_ratio": "training step (× limit)", "eval_ratio": "eval forward (× limit)",
                     "mem_train_ratio": "peak training memory (× limit)"},
-            title=f"{setting}, M = 4: cost relative to the limit (1.0)")
+            title=f"{setting}, M = 4: cost relative to the limit (dotted line)")
+        for j in range(3):
+            fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=j + 1)
+        figs[f"perf_{setting}_M4"] = fig
     out_dir.mkdir(parents=True, exist_ok=True)
     return sp.export(figs, out_dir, formats=("png",))
 
@@ -513,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--plots", type=Path, default=None, metavar="DIR",
                    help="make the figures from --out / benchmarks/results/*.json into DIR and exit")
+    p.add_argument("--cost-model", action="store_true",
+                   help="print the predicted multiply-adds per layer (no timing) for --settings and exit")
     p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_worker:
@@ -522,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
         files = [args.out] if args.out else sorted((ROOT / "benchmarks" / "results").glob("*.json"))
         for path in plots(files, args.plots):
             print(path)
+        return 0
+    if args.cost_model:
+        for M in _members(args.members):
+            print(cost_model(_csv(args.settings, list(SETTINGS)), M) + "\n")
         return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("bench.py: --device cuda but torch sees no GPU; run on CPU (the default).")
@@ -549,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         for M in members:
             print(f"[{name} M={M}] timing {len(names)} methods ...", file=sys.stderr, flush=True)
             rows = time_methods(setting, backbone, M, names, args)
+            release_memory()  # the memory processes below should not run beside a bloated parent
             for row in rows:
                 row["setting"] = name
                 wanted = not args.no_memory and (not args.quick or (
