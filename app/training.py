@@ -66,7 +66,7 @@ def _curve_figure(snap: Snapshot) -> go.Figure:
                             mode="lines+markers", name=f"{method} val accuracy")
     fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Training curve",
                       xaxis_title="step", yaxis_title="loss",
-                      yaxis2=dict(title="accuracy", overlaying="y", side="right", range=[0, 1]),
+                      yaxis2=dict(title="accuracy", overlaying="y", side="right", range=[0, 1], dtick=0.25),
                       legend=dict(orientation="h", y=-0.3))
     return fig
 

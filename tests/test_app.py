@@ -229,6 +229,34 @@ def test_safe_name_and_ood_comparison(tmp_path):
     assert "itself" in inputs.check_ood("mnist5k", ["MNIST5K"])
 
 
+def test_uncertain_samples_show_texts_and_every_members_prediction(monkeypatch):
+    from types import SimpleNamespace
+
+    from app import tabs
+
+    ds = SimpleNamespace(images=None, texts=["word " * 100, "a short text"], classes=["pos", "neg"])
+    monkeypatch.setattr(tabs, "_samples", lambda path, split: ds)
+
+    def page():
+        from types import SimpleNamespace
+
+        import numpy as np
+
+        from app import tabs
+
+        run = SimpleNamespace(path="run", config=SimpleNamespace(combine="prob"))
+        z = np.array([[[2.0, 0.0], [0.0, 2.0]], [[3.0, 0.0], [3.0, 0.0]]])      # (N=2, M=2, C=2)
+        tabs._show_samples(run, np.array([0, 1]), z, np.array([0, 1]), np.array([0.7, 0.1]), "a", "most")
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    texts = [c.value for c in at.caption]
+    assert texts[0].endswith("…") and len(texts[0]) == 301 and texts[1] == "a short text"
+    cards = [m.value for m in at.markdown]
+    assert "true **pos**" in cards[0] and "m0: pos (0.88)" in cards[0] and "m1: neg (0.88)" in cards[0]
+    assert "ensemble: **" in cards[0] and "m1: pos (0.95)" in cards[1] and "true **neg**" in cards[1]
+
+
 # ----------------------------------------------------------------------------- the worker thread
 
 

@@ -133,7 +133,9 @@ def test_quick_demo_trains_and_draws_every_tab(server):
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)   # the live curve
             _screenshot(page, "dashboard_training.png")
             # the run ends, the picker selects it and the Reliability tab draws its bars
-            page.locator(".js-plotly-plot g.trace.bars g.point path").first.wait_for(timeout=TRAIN_TIMEOUT_MS)
+            # (visible=True: an empty bin is a zero-height path, which Playwright calls hidden)
+            bars = page.locator(".js-plotly-plot g.trace.bars g.point path").filter(visible=True)
+            bars.first.wait_for(timeout=TRAIN_TIMEOUT_MS)
             page.wait_for_timeout(1500)
             _no_errors(page)
             assert page.get_by_text("Training finished").count() == 1
