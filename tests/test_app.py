@@ -337,14 +337,15 @@ def test_progress_fraction_phase_and_remaining_time():
 TAB_NAMES = ("Reliability", "Spectrum", "OOD", "Members", "Cost")
 
 
-def _wait_for_job(timeout: float = 600) -> state.Snapshot:
+def _wait_for_job(at: AppTest, timeout: float = 600) -> state.Snapshot:
+    """Join the job this session started (looked up by id: it may already have ended)."""
     from app.training import registry
 
-    job = registry().active()
-    if job is not None:
-        job.thread.join(timeout)
-        assert not job.thread.is_alive(), "training did not finish in time"
-    return job.snapshot() if job else None
+    job = registry().get(at.session_state["job_id"])
+    assert job is not None, "the session has no job"
+    job.thread.join(timeout)
+    assert not job.thread.is_alive(), "training did not finish in time"
+    return job.snapshot()
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +362,7 @@ def trained(tmp_path_factory):
         assert not _errors(at), _errors(at)
         assert at.button(key="train").disabled                 # never started twice
         assert at.session_state["job_id"]
-        snap = _wait_for_job()
+        snap = _wait_for_job(at)
         assert snap.status == state.FINISHED, snap.error
         assert snap.curve and snap.units_done == 1
         at.run()
@@ -459,11 +460,19 @@ def test_stop_ends_cleanly(trained, monkeypatch):
     _, root, _ = trained
     monkeypatch.setenv("SVE_RUNS", str(root))
     monkeypatch.setenv("SVE_APP_TINY", "1")
+    original = state.Job.callback
+
+    def held(self, event, info=None):    # the tiny run cannot finish before Stop is pressed
+        if event == "step":
+            self.stop_event.wait(120)
+        return original(self, event, info)
+
+    monkeypatch.setattr(state.Job, "callback", held)
     at = _app()
     at.text_input(key="w_seeds").set_value("7").run()     # another config: a new run folder
     at.button(key="train").click().run()
     at.button(key="stop").click().run()
-    snap = _wait_for_job()
+    snap = _wait_for_job(at)
     assert snap.status == state.STOPPED, snap.error
     stopped = [r for r in runs.list_runs(root) if r["path"] == snap.run_path]
     assert stopped and stopped[0]["state"] == "stopped"
