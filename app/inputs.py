@@ -40,8 +40,9 @@ def check_backbone(name: str, zoo: Iterable[str]) -> str | None:
             "'timm:<model name>' / 'hf:<model id or local path>'.")
 
 
-def check_data_path(path: str) -> str | None:
-    """None if ``path`` is an image folder or a text CSV that ``sve.data`` accepts, else the error."""
+def check_data_path(path: str, ood: bool = False) -> str | None:
+    """None if ``path`` is an image folder or a text CSV that ``sve.data`` accepts, else the error.
+    ``ood=True``: a CSV needs only a text column (OOD samples have no label)."""
     from sve import data
 
     p = Path(path).expanduser()
@@ -52,7 +53,7 @@ def check_data_path(path: str) -> str | None:
         if p.is_dir():
             data.image_folder(p)
         elif p.suffix.lower() == ".csv":
-            data.text_csv(p)
+            data.text_csv(p, label_column=None if ood else "label")
         else:
             return (f"{p.name!r} is neither a folder of images nor a .csv file. Give an image folder "
                     "(one sub-folder per class) or a CSV with text and label columns.")
@@ -101,7 +102,7 @@ def save_upload(files: Sequence[tuple[str, bytes]], role: str, root: Path) -> Pa
     folder = Path(root) / digest.hexdigest()[:16]
     suffixes = [Path(name).suffix.lower() for name, _ in files]
     if suffixes == [".csv"]:
-        return _save_csv(files[0], folder)
+        return _save_csv(files[0], folder, ood=role == "ood")
     if suffixes == [".zip"]:
         return _save_zip(files[0], folder)
     wrong = [name for (name, _), s in zip(files, suffixes) if s not in IMAGE_SUFFIXES]
@@ -111,7 +112,7 @@ def save_upload(files: Sequence[tuple[str, bytes]], role: str, root: Path) -> Pa
     return _save_images(files, folder / "images" / safe_name(role, "images"))
 
 
-def _save_csv(file: tuple[str, bytes], folder: Path) -> Path:
+def _save_csv(file: tuple[str, bytes], folder: Path, ood: bool = False) -> Path:
     name, content = file
     try:
         content.decode("utf-8")
@@ -126,7 +127,7 @@ def _save_csv(file: tuple[str, bytes], folder: Path) -> Path:
     from sve import data
 
     try:
-        data.text_csv(path)
+        data.text_csv(path, label_column=None if ood else "label")
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"Upload {name!r}: {describe(exc)}") from None
     return path

@@ -129,17 +129,17 @@ def _keep_widget_state() -> None:
 
 
 @st.cache_data(ttl=120, max_entries=32, show_spinner="Checking the data…")
-def _check_path_cached(path: str, stamp: float) -> str | None:
-    return check_data_path(path)
+def _check_path_cached(path: str, stamp: float, ood: bool) -> str | None:
+    return check_data_path(path, ood=ood)
 
 
-def _check_path(path: str) -> str | None:
+def _check_path(path: str, ood: bool = False) -> str | None:
     """``check_data_path``, cached per path and modification time (a big folder is read once)."""
     try:
         stamp = Path(path).expanduser().stat().st_mtime
     except OSError:
         stamp = 0.0
-    return _check_path_cached(path, stamp)
+    return _check_path_cached(path, stamp, ood)
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the upload…")
@@ -207,9 +207,10 @@ def _data_section(cat: Catalog, errors: list[str]) -> tuple[str | None, list[str
                              help="Suggested for the zoo data sets: " + "; ".join(
                                  f"{k} → {', '.join(v)}" for k, v in cat.ood_pairs.items()))
     elif ood_src == "Path":
-        text = st.text_input("OOD image folder(s) / CSV(s), comma-separated", key="w_ood_path")
+        text = st.text_input("OOD image folder(s) / CSV(s) (a text column; no label needed), "
+                             "comma-separated", key="w_ood_path")
         for spec in (s.strip() for s in text.split(",") if s.strip()):
-            problem = _check_path(spec)
+            problem = _check_path(spec, ood=True)
             errors.append(problem) if problem else ood.append(spec)
     else:
         st.file_uploader("OOD images, CSV or ZIP", type=UPLOAD_TYPES, accept_multiple_files=True,

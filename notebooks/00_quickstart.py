@@ -20,10 +20,11 @@
 # distribution), both pip-installable, stand in for the paper's natural-image sets; DINOv2-S is the
 # paper's own Oxford-Pets backbone.
 #
-# **Sizes (full mode, `configs/00_quickstart.yaml`):** 42 px inputs, 1024 training / 256 validation /
-# 512 test / 512 OOD images, 3 epochs, batch 16, M = 4, 3 seeds (a couple of minutes per seed on two
-# CPU cores). QUICK mode (tests): 28 px, 64 / 32 / 32 / 32 images, 1 epoch, M = 2, one seed.
-# The same experiment from a shell: `python -m sve run configs/00_quickstart.yaml`.
+# **Sizes (full mode, `configs/00_quickstart.yaml`):** 28 px inputs, 512 training / 128 validation / 256
+# test / 256 OOD images, 3 epochs (1 warm-up), batch 16, M = 4, 3 seeds. Medium mode (`QUICK=0 MEDIUM=1`,
+# what docs/RESULTS.md reports): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1 warm-up).
+# QUICK mode (tests): 64 / 32 / 32 / 32 images, 1 epoch, M = 2, one seed, members in the last 2 blocks
+# only. The same experiment from a shell: `python -m sve run configs/00_quickstart.yaml`.
 #
 # **What to look for:** the ensemble's reliability diagram hugging the diagonal more closely than its
 # members', and members whose singular values drift apart from the pretrained spectrum — the source
@@ -96,8 +97,6 @@ out.export(figs)
 # Decided from the tables above (the rules are stated next to each verdict):
 
 # %%
-from IPython.display import Markdown
-
 members = per_member.drop(index="ensemble")
 
 
@@ -126,5 +125,4 @@ claims = [
     nb.claim("SVE adds under 1 % parameters", "overhead_pct (σ + biases, heads excluded) < 1",
              overhead_below_one_percent),
 ]
-out.save_table(nb.claims_table(claims), "_claims")
-Markdown(nb.findings(claims, QUICK))
+out.conclude(claims)

@@ -21,9 +21,10 @@
 # initialised** (`backbone_options: {random: true}`). DINOv1 weights are not available offline, so
 # the paper's middle point is missing: two points, not three.
 #
-# **Sizes (full mode, `configs/04_backbone_quality.yaml`, run twice):** 28 px, 512 training / 128
-# validation / 512 test images, 3 epochs, M = 4, 3 seeds per backbone. QUICK mode: 64 / 32 / 32
-# images, 1 epoch, M = 2, one seed, single model and SVE only.
+# **Sizes (full mode, `configs/04_backbone_quality.yaml`, run twice):** 28 px, 320 training / 128
+# validation / 256 test images, 2 epochs (1 warm-up), M = 4, 3 seeds per backbone. Medium mode (`QUICK=0
+# MEDIUM=1`, what docs/RESULTS.md reports): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1
+# warm-up). QUICK mode: 64 / 32 / 32 images, 1 epoch, M = 2, one seed, single model and SVE only.
 #
 # **What to look for:** SVE's accuracy margin over the other ensembles on each backbone; the paper
 # predicts it shrinks (or turns negative) without pretraining.
@@ -108,8 +109,6 @@ out.export(figs)
 # ## What we found
 
 # %%
-from IPython.display import Markdown
-
 
 def advantage_shrinks():
     p, r = margin.loc["pretrained", "accuracy_margin_pp"], margin.loc["random init", "accuracy_margin_pp"]
@@ -128,5 +127,4 @@ claims = [
     nb.claim("With a random backbone SVE is the worst method", "lowest mean accuracy on the random backbone",
              worst_with_random),
 ]
-out.save_table(nb.claims_table(claims), "_claims")
-Markdown(nb.findings(claims, QUICK))
+out.conclude(claims)

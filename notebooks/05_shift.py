@@ -20,10 +20,10 @@
 # rotation and pixelation — at severities 1–5, the CIFAR-C recipe applied to the grey-scale images
 # we have. CIFAR-100-C itself cannot be had offline.
 #
-# **Sizes (full mode, `configs/05_shift.yaml`):** 28 px, 512 training / 128 validation / 256 test
-# images (each corrupted 25 ways), 3 epochs, M = 4, 3 seeds; curves average the five corruptions.
-# QUICK mode: 64 / 32 / 32 images, 1 epoch, M = 2, one seed, single model and SVE, two corruptions at
-# severities 1 and 5.
+# **Sizes (full mode, `configs/05_shift.yaml`):** 28 px, 384 training / 128 validation / 160 test images
+# (each corrupted 4 ways × 5 severities), 2 epochs (1 warm-up), M = 4, 3 seeds; curves average the four
+# corruptions. QUICK mode: 64 / 32 / 32 images, 1 epoch, M = 2, one seed, single model and SVE, two
+# corruptions at severities 1 and 5.
 #
 # **What to look for:** accuracy falling and uncertainty (entropy, mutual information) rising with
 # severity, and SVE's ECE staying near the deep ensemble's rather than the single model's.
@@ -93,8 +93,6 @@ out.export(figs)
 # ## What we found
 
 # %%
-from IPython.display import Markdown
-
 means = summary.reset_index()
 shifted = means[means["severity"] > 0]
 
@@ -124,5 +122,4 @@ claims = [
              f"mean shifted ECE below single's and ≤ deep ensemble + {100 * ECE_CLOSE:g} pp",
              ece_competitive),
 ]
-out.save_table(nb.claims_table(claims), "_claims")
-Markdown(nb.findings(claims, QUICK))
+out.conclude(claims)

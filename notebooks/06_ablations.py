@@ -21,12 +21,12 @@
 # **Offline analog.** DINOv2 ViT-S/14 on MNIST-5k with Animal-MNIST as OOD set: a cheap, fast set so
 # that twelve SVE variants × three seeds fit the CPU budget.
 #
-# **Sizes (full mode, `configs/06_ablations.yaml`):** 28 px, 320 training / 96 validation / 256
-# test / 256 OOD images, 2 epochs, 3 seeds; variants M ∈ {1, 2, 4, 8, 16}; init_std ∈ {0.001, 0.01,
-# 0.1}; targets all / attention / mlp / last 4 blocks (M = 4), plus a second run with σ decay toward
-# the pretrained values. Probability versus logit averaging is scored on the *same* trained members
-# (their stored logits), so only the averaging rule differs. QUICK mode: 64 / 32 / 32 images,
-# 1 epoch, one seed, three variants with M ≤ 2 (M = 1, M = 2, init_std 0.1) and the σ-decay run.
+# **Sizes (full mode, `configs/06_ablations.yaml`):** 28 px, 192 training / 64 validation / 192 test / 192
+# OOD images, 2 epochs (1 warm-up), 3 seeds; variants M ∈ {1, 2, 4, 8, 16}; init_std ∈ {0.001, 0.01, 0.1};
+# targets all / attention / mlp / last 4 blocks (M = 4), plus a second run with σ decay toward the
+# pretrained values. Probability versus logit averaging is scored on the *same* trained members (their
+# stored logits), so only the averaging rule differs. QUICK mode: 64 / 32 / 32 images, 1 epoch, one seed,
+# three variants with M ≤ 2 (M = 1, M = 2, init_std 0.1) and the σ-decay run.
 #
 # **What to look for:** ECE and NLL against M; flat rows across init_std; the accuracy / parameter
 # trade-off of the target sets.
@@ -114,8 +114,6 @@ out.export(figs)
 # ## What we found
 
 # %%
-from IPython.display import Markdown
-
 s = summary
 
 
@@ -164,5 +162,4 @@ claims = [
     nb.claim("(open question) probability averaging calibrates better than logit averaging", "mean ECE lower",
              combine_question),
 ]
-out.save_table(nb.claims_table(claims), "_claims")
-Markdown(nb.findings(claims, QUICK))
+out.conclude(claims)

@@ -19,9 +19,9 @@
 # **Offline analog.** DINOv2 ViT-S/14 on MNIST-5k, Animal-MNIST as OOD set; SVE next to a deep
 # ensemble and a LoRA-Ensemble (same M) for prediction diversity.
 #
-# **Sizes (full mode, `configs/07_diversity.yaml`):** 28 px, 512 training / 128 validation / 256
-# test / 256 OOD images, 5 epochs (σ snapshot after every epoch), M = 4, 3 seeds. QUICK mode: 64 /
-# 32 / 32 images, 1 epoch, M = 2, one seed, SVE and LoRA-Ensemble.
+# **Sizes (full mode, `configs/07_diversity.yaml`):** 28 px, 320 training / 96 validation / 256 test / 256
+# OOD images, 4 epochs (1 warm-up; σ snapshot after every epoch), M = 4, 3 seeds. QUICK mode: 64 / 32 / 32
+# images, 1 epoch, M = 2, one seed, SVE and LoRA-Ensemble.
 #
 # **What to look for:** member distance ‖σᵢ − σⱼ‖/‖σ₀‖ growing from the initial ~1 % jitter, which
 # layers and which directions (leading or trailing singular values) move, and whether members that
@@ -144,8 +144,6 @@ out.export(figs)
 # ## What we found
 
 # %%
-from IPython.display import Markdown
-
 
 def grows():
     g = growth["distance_pct"]
@@ -178,5 +176,4 @@ claims = [
     nb.claim("(question) the leading pretrained directions vary less across members than the trailing ones",
              "CV top decile < bottom decile", leading_directions_stable),
 ]
-out.save_table(nb.claims_table(claims), "_claims")
-Markdown(nb.findings(claims, QUICK))
+out.conclude(claims)

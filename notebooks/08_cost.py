@@ -24,10 +24,10 @@
 # two CPU cores, and per-step timings from the performance benchmark (`benchmarks/results/*.json`)
 # when it has been run.
 #
-# **Sizes (full mode, `configs/08_cost.yaml`):** DINOv2-S at 56 px on MNIST-5k, 256 training
-# images, 1 epoch, batch 16, M ∈ {1, 4, 8} per method, 3 seeds. QUICK mode: 28 px, 64 images,
-# SVE (M = 1, 2) and a deep ensemble (M = 2), one seed; the BERT-base / LLaMA-2-7B counts run in both
-# modes (meta device, no weights).
+# **Sizes (full mode, `configs/08_cost.yaml`):** DINOv2-S at 28 px on MNIST-5k, 256 training images, 1
+# epoch, batch 16, M ∈ {1, 4, 8} per method, 3 seeds. QUICK mode: 64 images, SVE (M = 1, 2) and a deep
+# ensemble (M = 2), one seed; the BERT-base / LLaMA-2-7B counts run in both modes (meta device, no
+# weights).
 #
 # **What to look for:** SVE's overhead staying below 1 % while LoRA-Ensemble's and the deep
 # ensemble's grow with M; and the wall-clock cost, where SVE's M-fold batch is *not* free.
@@ -169,8 +169,6 @@ out.export(figs)
 # ## What we found
 
 # %%
-from IPython.display import Markdown
-
 
 def below_one_percent(column):
     def decide():
@@ -208,5 +206,4 @@ claims = [
     nb.claim("SVE needs less peak memory than a deep ensemble (M = 4)", "mean peak RSS lower",
              cheaper_than("deep_ensemble", "train_peak_rss_mb")),
 ]
-out.save_table(nb.claims_table(claims), "_claims")
-Markdown(nb.findings(claims, QUICK))
+out.conclude(claims)

@@ -72,6 +72,14 @@ class Outputs:
         table.assign(mode=mode(self.quick)).to_csv(path)
         return path
 
+    def conclude(self, claims: Sequence[Claim]):
+        """Save the verdicts as ``results/<notebook>_claims.csv`` and return the "what we found"
+        paragraph (IPython Markdown, written from the verdicts)."""
+        from IPython.display import Markdown
+
+        self.save_table(claims_table(claims), "_claims")
+        return Markdown(findings(claims, self.quick))
+
     def export(self, figs: dict, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
         """``sve.plots.export`` of ``{name: figure}`` into the notebook's figure folder."""
         from sve import plots
@@ -198,6 +206,19 @@ def pm(summary: pd.DataFrame, scale: dict[str, float] | float = 1.0, digits: int
     return out
 
 
+def calibration_summary(run: runs.Run, out: Outputs, extra: Sequence[str] = (),
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test-set accuracy / ECE / NLL / Brier (plus ``extra`` columns), mean ± std over seeds, raw
+    and after temperature scaling. Saves the numeric summary (index: calibration, method) as the
+    notebook's results table; returns it and a wide display table of the four metrics (accuracy
+    and ECE in %)."""
+    summary = mean_std(rows(run, calibration=None), CALIBRATION + tuple(extra), by=["calibration", "method"])
+    out.save_table(summary)
+    table = pm(summary, {"accuracy": 100, "ece": 100}, digits=2).unstack("calibration")
+    table.columns = [f"{m} ({'after TS' if c == 'ts' else 'raw'})" for m, c in table.columns]
+    return summary, table[[f"{m} ({c})" for c in ("raw", "after TS") for m in CALIBRATION]]
+
+
 def markdown(table: pd.DataFrame) -> str:
     """A GitHub markdown table of ``table`` (index included), for docs/RESULTS.md."""
     frame = table.reset_index()
@@ -228,6 +249,40 @@ def claim(text: str, rule: str, decide: Callable[[], tuple[bool, str]]) -> Claim
     except KeyError as err:
         return Claim(text, rule, f"not decidable: {err} missing from this run", None)
     return Claim(text, rule, evidence, bool(held))
+
+
+def ece_below(raw: pd.DataFrame, other: str, method: str = "sve",
+              accuracy_slack: float | str | None = None) -> Callable[[], tuple[bool, str]]:
+    """A claim's ``decide``: ``method``'s mean ECE is below ``other``'s in ``raw`` (a
+    :func:`mean_std` table indexed by method) and, when ``accuracy_slack`` is given, its mean
+    accuracy is at least ``other``'s minus the slack (a fraction, or ``"std"``: the larger of the
+    two seed standard deviations, 0 with one seed)."""
+    def decide() -> tuple[bool, str]:
+        s, o = raw.loc[method], raw.loc[other]
+        held = s["ece"] < o["ece"]
+        text = f"ECE {100 * s['ece']:.2f} vs {100 * o['ece']:.2f} %"
+        if accuracy_slack is not None:
+            slack = accuracy_slack
+            if slack == "std":
+                stds = [r.get("accuracy_std", math.nan) for r in (s, o)]
+                slack = max([0.0] + [v for v in stds if not math.isnan(v)])
+            held = held and s["accuracy"] >= o["accuracy"] - slack
+            text += (f", accuracy {100 * s['accuracy']:.2f} vs {100 * o['accuracy']:.2f} % "
+                     f"(slack {100 * slack:.2f})")
+        return held, text
+    return decide
+
+
+def ood_beats_single(summary: pd.DataFrame, split: str, method: str = "sve",
+                     ) -> Callable[[], tuple[bool, str]]:
+    """A claim's ``decide``: ``method``'s AUROC with mutual information on OOD set ``split`` beats
+    the single model's best of MSP / entropy / energy (``summary``: :func:`mean_std` of the OOD
+    rows indexed by split and method)."""
+    def decide() -> tuple[bool, str]:
+        s = summary.loc[(split, method), "auroc_mutual_info"]
+        o = summary.loc[(split, "single"), ["auroc_msp", "auroc_entropy", "auroc_energy"]].max()
+        return s > o, f"{split}: {method.upper()} (MI) {100 * s:.1f} vs single's best score {100 * o:.1f}"
+    return decide
 
 
 def claims_table(claims: Sequence[Claim]) -> pd.DataFrame:

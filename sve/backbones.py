@@ -903,6 +903,11 @@ class ZooEntry:
     input: str
     loader: Callable[..., Backbone] = field(repr=False)
 
+    @property
+    def modality(self) -> str:
+        """``"image"`` (the input is given in px) or ``"text"`` (a tokenizer)."""
+        return "image" if " px" in self.input else "text"
+
 
 ZOO: dict[str, ZooEntry] = {
     "dinov2-small": ZooEntry("DINOv2 ViT-S/14 (self-supervised), CLS feature; any multiple of 14 px",
@@ -925,10 +930,12 @@ def list_backbones() -> dict[str, str]:
 
 
 def backbone_info(name: str) -> dict[str, Any]:
-    """What the zoo knows about ``name`` without loading it (params, feature width, input, package)."""
+    """What the zoo knows about ``name`` without loading it (params, feature width, modality
+    ``"image"`` / ``"text"``, input, package)."""
     entry = _zoo_entry(name)
     return {"name": name, "description": entry.description, "package": entry.package,
-            "params_m": entry.params_m, "feature_dim": entry.feature_dim, "input": entry.input}
+            "params_m": entry.params_m, "feature_dim": entry.feature_dim, "modality": entry.modality,
+            "input": entry.input}
 
 
 def _zoo_entry(name: str) -> ZooEntry:

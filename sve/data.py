@@ -446,6 +446,20 @@ def load_dataset(name: str | os.PathLike, split: str = "train", seed: int = 0, l
     return ds
 
 
+def is_user_csv(name: str | os.PathLike) -> bool:
+    """True when ``name`` is a path to a CSV file (not a zoo name)."""
+    key = os.fspath(name)
+    return key not in ZOO and Path(key).suffix.lower() == ".csv" and Path(key).is_file()
+
+
+def load_ood(name: str | os.PathLike, split: str = "test", seed: int = 0,
+             limit: int | None = None) -> Dataset:
+    """An OOD set (labels ``-1``) by zoo name or user path. A user CSV needs only its ``text``
+    column: OOD samples have no class, so a label column, if present, is ignored."""
+    kw: dict[str, Any] = {"label_column": None} if is_user_csv(name) else {}
+    return load_dataset(name, split=split, seed=seed, limit=limit, **kw).as_ood()
+
+
 def ood_sets(id_name: str, split: str = "test", seed: int = 0, limit: int | None = None,
              skip_missing: bool = False) -> dict[str, Dataset]:
     """The far-OOD datasets paired with ``id_name`` (``OOD_PAIRS``), labels ``-1``.
@@ -458,7 +472,7 @@ def ood_sets(id_name: str, split: str = "test", seed: int = 0, limit: int | None
     out = {}
     for name in OOD_PAIRS[id_name]:
         try:
-            out[name] = load_dataset(name, split=split, seed=seed, limit=limit).as_ood()
+            out[name] = load_ood(name, split=split, seed=seed, limit=limit)
         except MissingAssetError as e:
             if not skip_missing:
                 raise

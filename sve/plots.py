@@ -530,38 +530,42 @@ def spectrum_heatmap(
     spectra: metrics.Spectra,
     *,
     value: str = "deviation",
+    scale: str = "log",
     cap_percentile: float | None = 98,
     title: str | None = None,
 ) -> go.Figure:
     """Heatmap over layers × directions. ``value="deviation"``: mean over members of
     ``|σ_m − σ₀|/σ₀`` (%); ``value="cv"``: coefficient of variation across members (%).
 
-    Directions with a tiny pretrained σ₀ can move by thousands of percent and would wash out the rest,
-    so the colour scale stops at the ``cap_percentile``-th percentile (``None``: no cap); the hover
-    text still shows the true value."""
+    Directions with a tiny pretrained σ₀ can move by thousands of percent while the leading ones
+    move by a fraction of a percent, so the default ``scale="log"`` colours ``log10`` of the
+    percentage (values below 0.01 % are drawn as 0.01 %; the colour bar is labelled in %).
+    ``scale="linear"`` colours the percentage itself, the scale stopping at the
+    ``cap_percentile``-th percentile (``None``: no cap). The hover text shows the true value."""
     if value not in ("deviation", "cv"):
         raise ConfigError(f"value={value!r} is not known; use 'deviation' or 'cv'.")
+    if scale not in ("log", "linear"):
+        raise ConfigError(f"scale={scale!r} is not known; use 'log' or 'linear'.")
     div = metrics.spectrum_diversity(spectra)
     width = max(len(s.sigma0) for s in div.values())
-    z = np.full((len(div), width), np.nan)
+    pct = np.full((len(div), width), np.nan)
     for i, s in enumerate(div.values()):
         row = np.abs(s.relative).mean(0) if value == "deviation" else s.cv
-        z[i, : len(row)] = 100 * row
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            y=list(div),
-            x=np.arange(width),
-            colorscale="Viridis",
-            zmax=None if cap_percentile is None else float(np.nanpercentile(z, cap_percentile)),
-            colorbar=dict(
-                title=dict(
-                    text="%" if cap_percentile is None else f"%<br>(p{cap_percentile:g} cap)", side="top"
-                )
-            ),
-            hoverongaps=False,
-        )
-    )
+        pct[i, : len(row)] = 100 * row
+    colorbar: dict[str, Any] = dict(title=dict(text="%", side="top"))
+    if scale == "log":
+        z, zmax = np.log10(np.maximum(pct, 1e-2)), None
+        ticks = np.arange(np.floor(np.nanmin(z)), np.ceil(np.nanmax(z)) + 1)
+        colorbar.update(tickvals=ticks, ticktext=[f"{10.0**t:g}" for t in ticks],
+                        title=dict(text="%<br>(log)", side="top"))
+    else:
+        z = pct
+        zmax = None if cap_percentile is None else float(np.nanpercentile(pct, cap_percentile))
+        if cap_percentile is not None:
+            colorbar["title"]["text"] = f"%<br>(p{cap_percentile:g} cap)"
+    fig = go.Figure(go.Heatmap(z=z, y=list(div), x=np.arange(width), zmax=zmax, colorscale="Viridis",
+                               customdata=pct, colorbar=colorbar, hoverongaps=False,
+                               hovertemplate="%{y} · k=%{x}: %{customdata:.3g} %<extra></extra>"))
     fig.update_layout(
         xaxis_title="direction k (sorted by pretrained σ)",
         yaxis_title="layer",

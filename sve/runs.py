@@ -757,7 +757,7 @@ def load_split(config: ExperimentConfig, split: str) -> Any:
         for name in config.ood:
             if _ood_key(name) == rest:
                 part = "all" if Path(name).exists() else "test"
-                return data.load_dataset(name, part, seed=config.data_seed, limit=config.ood_limit).as_ood()
+                return data.load_ood(name, part, seed=config.data_seed, limit=config.ood_limit)
     if kind == "shift":
         corruption, _, severity = rest.rpartition(":")
         if corruption in config.shifts and severity.isdigit() and int(severity) in config.severities:
@@ -1050,9 +1050,9 @@ class _Runner:
 
     # -- the run -------------------------------------------------------------------------------
     def execute(self) -> Path:
-        self.write_env()
         self.status.pop("error", None)
-        self.save_status("running", current=None)
+        self.save_status("running", current=None)   # first: a listing never sees the state "unknown"
+        self.write_env()
         try:
             done = len(self.done_pairs())
             go_on = self.emit("run_start", done=done, total=len(self.pairs), config=self.config)

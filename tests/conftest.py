@@ -29,6 +29,18 @@ TINY_TEXT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2
              "vocab_size": 30522, "max_position_embeddings": 128}
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on a shared 2-core machine LAPACK's threaded SVD can slow down ~30×."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def dinov2_small():
     from sve.backbones import load_backbone

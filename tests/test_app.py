@@ -203,6 +203,16 @@ def test_csv_without_text_and_label_columns(app):
     assert not _errors(app) and not _train_disabled(app)
 
 
+def test_ood_csv_needs_no_label_column(app, tmp_path):
+    chat = tmp_path / "chat.csv"
+    chat.write_text("text\nhello there\nhow are you\n")
+    assert "lacks column" in inputs.check_data_path(str(chat))     # not as training data
+    assert inputs.check_data_path(str(chat), ood=True) is None
+    app.radio(key="w_ood_src").set_value("Upload").run()
+    app.file_uploader(key="w_ood_upload").set_value([("chat.csv", chat.read_bytes(), "text/csv")]).run()
+    assert not any("chat.csv" in e for e in _errors(app)), _errors(app)
+
+
 def test_zip_upload_of_class_folders(app, tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

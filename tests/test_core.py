@@ -11,6 +11,7 @@ import functools
 import math
 
 import pytest
+import tiny
 import torch
 from torch import nn
 
@@ -22,25 +23,11 @@ from sve.errors import ConfigError, DataError, MissingAssetError
 M, C = 3, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine LAPACK's threaded SVD slows down ~30×."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------
 # the case table
-
-
-def tiny_vit(seed: int = 0, depth: int = 3):
-    from timm.models.vision_transformer import VisionTransformer
-
-    torch.manual_seed(seed)
-    return from_model(VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=depth,
-                                        num_heads=2, num_classes=0))
 
 
 def _images(n: int = 4, size: int = 32, seed: int = 1) -> dict:
@@ -57,15 +44,6 @@ def _tokens(n: int = 4, length: int = 9, vocab: int = 100, seed: int = 1) -> dic
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def _bert():
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=32)
-    return from_model(BertModel(cfg, add_pooling_layer=False)), _tokens()
-
-
 def _llama():
     from transformers import LlamaConfig, LlamaModel
 
@@ -73,20 +51,6 @@ def _llama():
     cfg = LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                       num_key_value_heads=1, intermediate_size=64)
     return from_model(LlamaModel(cfg)), _tokens()
-
-
-def _resnet():
-    from timm.models.resnet import BasicBlock, ResNet
-
-    torch.manual_seed(0)
-    model = ResNet(BasicBlock, [1, 1, 1, 1], channels=(8, 16, 32, 64), stem_width=8, num_classes=0)
-    with torch.no_grad():  # non-trivial BatchNorm statistics (the trunk runs in eval mode)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-    return from_model(model), _images()
 
 
 def _real(name: str, **kw):
@@ -99,10 +63,10 @@ def _real(name: str, **kw):
 # name -> (build(request) -> (backbone, inputs), targets); the real ones come from conftest's
 # session fixtures (dinov2-small at 56 px) where there is one
 CASES = {
-    "vit": (lambda r: (tiny_vit(), _images()), "all"),
-    "bert": (lambda r: _bert(), "all"),
+    "vit": (lambda r: (tiny.vit(), _images()), "all"),
+    "bert": (lambda r: (tiny.bert(), _tokens()), "all"),
     "llama": (lambda r: _llama(), "all"),
-    "resnet": (lambda r: _resnet(), "all"),
+    "resnet": (lambda r: (tiny.resnet(), _images()), "all"),
     "dinov2-small": (lambda r: (r.getfixturevalue("dinov2_small"), _images(size=56)), "all"),
     "minilm-l3": (lambda r: (r.getfixturevalue("minilm_l3"), _tokens(vocab=30000)), "all"),
     "efficientnet-lite0": (lambda r: (_real("efficientnet-lite0"), _images()),
@@ -519,7 +483,7 @@ def test_bad_text_input():
 def test_load_refuses_another_backbone_and_bad_files(tmp_path):
     path = core.save(_wrapped("vit"), tmp_path / "a.safetensors")
     with pytest.raises(ConfigError, match="fingerprint"):
-        core.load(tiny_vit(seed=1), path)
+        core.load(tiny.vit(seed=1), path)
     with pytest.raises(FileNotFoundError, match="no adapter"):
         core.load(_build("vit")[0], tmp_path / "missing.safetensors")
     from safetensors.torch import save_file

@@ -327,6 +327,19 @@ def test_text_csv(tmp_path):
         assert len(D.load_dataset(str(good), split="all")) == 5
 
 
+def test_ood_csv_needs_only_a_text_column(tmp_path):
+    texts = tmp_path / "chat.csv"
+    texts.write_text("text\n" + "".join(f"message {i}\n" for i in range(9)))
+    with pytest.raises(DataError, match="lacks column"):          # as a training set it needs labels
+        D.load_dataset(str(texts), split="all")
+    ood = D.load_ood(str(texts), split="all", limit=5)
+    assert len(ood) == 5 and set(ood.labels.tolist()) == {-1} and ood.texts[0].startswith("message")
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label\na,x\nb,y\nc,x\n")
+    assert D.load_ood(str(labelled), split="all").labels.tolist() == [-1, -1, -1]   # labels ignored
+    assert not D.is_user_csv("bbc-news") and D.is_user_csv(texts)
+
+
 # ---------------------------------------------------------------------------------------------- prepare
 
 

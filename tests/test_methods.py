@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 
 import pytest
+import tiny
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import sve
 from sve import core, methods
-from sve.backbones import from_model
 from sve.errors import ConfigError, UnknownNameError
 from sve.train import fit, predict
 
@@ -30,50 +30,16 @@ CASES = [(name, {}) for name in methods.METHODS] + [
 IDS = [name + "".join(f"-{k}={v}" for k, v in opts.items()) for name, opts in CASES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the machine's 2 cores are shared with other test runs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------
 # backbones and data
 
 
-@functools.cache
-def _vit():
-    from timm.models.vision_transformer import VisionTransformer
-
-    torch.manual_seed(0)
-    return from_model(VisionTransformer(img_size=16, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                                        num_classes=0))
-
-
-@functools.cache
-def _bert():
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=32)
-    return from_model(BertModel(cfg, add_pooling_layer=False))
-
-
-@functools.cache
-def _resnet():
-    from timm.models.resnet import BasicBlock, ResNet
-
-    torch.manual_seed(0)
-    model = ResNet(BasicBlock, [1, 1, 1, 1], channels=(8, 16, 32, 64), stem_width=8, num_classes=0)
-    with torch.no_grad():  # non-trivial BatchNorm statistics (the trunk runs in eval mode)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return from_model(model)
+_vit = functools.cache(lambda: tiny.vit(img_size=16, depth=2))
+_bert = functools.cache(lambda: tiny.bert(layers=2))
+_resnet = functools.cache(tiny.resnet)
 
 
 def _inputs(kind: str, n: int = 3) -> dict:

@@ -45,7 +45,7 @@ def test_notebook_structure(path):
     params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1 and params[0].cell_type == "code" and "QUICK = 0" in params[0].source
     assert cells[-2].cell_type == "markdown" and "What we found" in cells[-2].source
-    assert cells[-1].cell_type == "code" and "nb.findings(" in cells[-1].source
+    assert cells[-1].cell_type == "code" and "out.conclude(claims)" in cells[-1].source
     code = "\n".join(c.source for c in cells if c.cell_type == "code")
     for training in (".backward(", "optim.", "zero_grad", "nn.Module"):
         assert training not in code, f"{path.name}: no ML logic in notebooks ({training!r})"

@@ -118,13 +118,24 @@ def test_spectrum_figures():
     assert len(fig.data) == 1 + 2 * 4 and fig.data[0].name == "pretrained σ₀" and len(fig.data[0].y) == 17
     with pytest.raises(DataError, match="not in spectra"):
         plots.spectrum_plot(spectra, "blocks.7")
-    heat = plots.spectrum_heatmap(spectra)
+    heat = plots.spectrum_heatmap(spectra)                              # log colour scale
+    pct = np.asarray(heat.data[0].customdata, dtype=float)               # the true percentages
     assert heat.data[0].z.shape == (3, 18) and np.isnan(heat.data[0].z[0, -1])  # shorter layers padded
+    div = metrics.spectrum_diversity(spectra)
+    first = next(iter(div.values()))
+    np.testing.assert_allclose(pct[0, :len(first.sigma0)], 100 * np.abs(first.relative).mean(0))
+    np.testing.assert_allclose(heat.data[0].z, np.log10(np.maximum(pct, 1e-2)))
+    ticks = heat.data[0].colorbar.tickvals
+    assert ticks[0] <= np.nanmin(heat.data[0].z) and ticks[-1] >= np.nanmax(heat.data[0].z)
     assert plots.spectrum_heatmap(spectra, value="cv").data[0].z.shape == (3, 18)
-    assert heat.data[0].zmax == pytest.approx(np.nanpercentile(heat.data[0].z, 98))
-    assert plots.spectrum_heatmap(spectra, cap_percentile=None).data[0].zmax is None
+    lin = plots.spectrum_heatmap(spectra, scale="linear")
+    np.testing.assert_allclose(lin.data[0].z, pct)
+    assert lin.data[0].zmax == pytest.approx(np.nanpercentile(pct, 98))
+    assert plots.spectrum_heatmap(spectra, scale="linear", cap_percentile=None).data[0].zmax is None
     with pytest.raises(ConfigError, match="value"):
         plots.spectrum_heatmap(spectra, value="std")
+    with pytest.raises(ConfigError, match="scale"):
+        plots.spectrum_heatmap(spectra, scale="sqrt")
     dist = plots.member_distance_matrix(spectra)
     np.testing.assert_allclose(dist.data[0].z, 100 * metrics.spectrum_distances(spectra))
     history = [(step, make_spectra(drift=step / 10)) for step in (0, 5, 10)]

@@ -10,22 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import vit as tiny_vit
 from torch.utils.data import DataLoader, Dataset
 
 from sve import core, train
 from sve.errors import ConfigError, DataError, MissingAssetError, TrainingError
 
 TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
-from test_core import tiny_vit  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Items(Dataset):
