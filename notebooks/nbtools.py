@@ -221,10 +221,13 @@ def calibration_summary(run: runs.Run, out: Outputs, extra: Sequence[str] = (),
 
 def markdown(table: pd.DataFrame) -> str:
     """A GitHub markdown table of ``table`` (index included), for docs/RESULTS.md."""
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|")   # a literal bar would end the cell
+
     frame = table.reset_index()
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    head = "| " + " | ".join(map(cell, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(map(cell, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([head, rule, *body])
 
 

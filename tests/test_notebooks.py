@@ -79,3 +79,48 @@ def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
     findings = nb.cells[-1].outputs
     text = "".join(str(o.get("data", {}).get("text/markdown", "")) for o in findings)
     assert "QUICK mode" in text and "- " in text, "the findings cell rendered no verdicts"
+
+
+# ------------------------------------------------------------------------------------------
+# nbtools: the table and claim helpers every notebook shares
+
+
+@pytest.fixture(scope="module")
+def nbtools():
+    import sys
+
+    sys.path.insert(0, str(NB_DIR))
+    import nbtools
+
+    return nbtools
+
+
+def test_mean_std_and_pm(nbtools):
+    import pandas as pd
+
+    rows = pd.DataFrame({"method": ["a", "a", "b"], "ece": [0.1, 0.3, 0.2], "seed": [0, 1, 0]})
+    summary = nbtools.mean_std(rows, ["ece", "missing"], by="method")
+    assert list(summary.columns) == ["ece", "ece_std", "n_seeds"]
+    assert summary.loc["a", "ece"] == pytest.approx(0.2)
+    assert summary.loc["a", "ece_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary.loc["b", "n_seeds"] == 1
+    shown = nbtools.pm(summary, 100, digits=1)
+    assert shown.loc["a", "ece"] == "20.0 ± 14.1" and shown.loc["b", "ece"] == "20.0"   # one seed: no std
+    table = nbtools.markdown(pd.DataFrame({"rule": ["|ΔECE| ≤ 1"]}, index=pd.Index(["x"], name="claim")))
+    assert table.splitlines()[2] == "| x | \\|ΔECE\\| ≤ 1 |"                     # bars escaped
+
+
+def test_ece_below_and_claims(nbtools):
+    import pandas as pd
+
+    raw = pd.DataFrame({"ece": [0.05, 0.08], "accuracy": [0.70, 0.74], "accuracy_std": [0.03, 0.05]},
+                       index=["sve", "single"])
+    held, text = nbtools.ece_below(raw, "single", accuracy_slack="std")()
+    assert held and "slack 5.00" in text                      # 0.70 ≥ 0.74 − 0.05
+    assert not nbtools.ece_below(raw, "single", accuracy_slack=0.01)()[0]
+    assert nbtools.ece_below(raw, "single")()[0]
+    missing = nbtools.claim("SVE beats LoRA", "ECE lower", nbtools.ece_below(raw, "lora_ensemble"))
+    assert missing.held is None and "not decidable" in missing.evidence
+    verdicts = nbtools.claims_table([missing, nbtools.claim("x", "r", lambda: (True, "e"))])
+    assert verdicts["held here"].tolist() == ["undecided", "yes"]
+    assert "**held**" in nbtools.findings([nbtools.claim("x", "r", lambda: (True, "e"))], quick=False)
