@@ -418,7 +418,7 @@ def shift_curves(
     if missing:
         raise DataError(f"shift_curves: table lacks column(s) {missing}; it has {list(table.columns)}.")
     groups = table.groupby(by, sort=False) if by else [("all", table)]
-    fig = make_subplots(rows=1, cols=len(columns), horizontal_spacing=0.09)
+    fig = make_subplots(rows=1, cols=len(columns), horizontal_spacing=0.13)
     for i, (name, part) in enumerate(groups):
         part = part.sort_values(x)
         for j, col in enumerate(columns):
@@ -439,7 +439,7 @@ def shift_curves(
     for j, col in enumerate(columns):
         fig.update_xaxes(title_text=f"{x} (0 = clean)", dtick=1, row=1, col=j + 1)
         fig.update_yaxes(title_text=AXIS_TITLES.get(col, col), row=1, col=j + 1)
-    return _finish(fig, title, 80 + 340 * len(columns), 430)
+    return _finish(fig, title, 120 + 360 * len(columns), 430)
 
 
 def risk_coverage_curves(
