@@ -503,9 +503,10 @@ def plots(files: list[Path], out_dir: Path) -> list[Path]:
                             horizontal_spacing=0.08)
         for i, method in enumerate(m for m in METHODS if m in set(sub["method"])):
             line = sub[sub["method"] == method].sort_values("members")
+            style = {"color": sp._color(i), "dash": "dash" if i >= 8 else "solid"}  # 8 colours, 9 methods
             for j, (col, _) in enumerate(metrics):
                 trace = go.Scatter(x=line["members"], y=line[col], mode="lines+markers", name=LABELS[method],
-                                   legendgroup=method, showlegend=j == 0, line={"color": sp._color(i)})
+                                   legendgroup=method, showlegend=j == 0, line=style)
                 fig.add_trace(trace, 1, j + 1)
         fig.update_xaxes(title_text="members M", type="log", tickvals=sorted(sub["members"].unique()))
         figs[f"perf_{setting}_vs_M"] = sp._finish(fig, f"{setting}: cost versus M", 1300, 430)
