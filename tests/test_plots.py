@@ -153,6 +153,8 @@ def test_cost_bars():
     assert len(fig.data) == 3 and list(fig.data[0].x) == ["single", "SVE", "deep<br>ensemble"]
     assert plots.cost_bars(table.assign(method=["a very long method name", "b", "c"])).data[0].x[0] == (
         "a very<br>long<br>method<br>name")
+    many = pd.concat([table] * 3, ignore_index=True).assign(method=[f"deep_ensemble-m{i}" for i in range(9)])
+    assert list(plots.cost_bars(many).data[0].x) == list(many["method"])      # rotated, never split
     assert fig.layout.yaxis.type == "log" and fig.layout.yaxis2.type == "linear"
     assert fig.data[0].text[2] == "2M"
     assert len(plots.cost_bars(table.set_index("method"), columns=["time_s"]).data) == 1
