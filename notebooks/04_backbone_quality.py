@@ -109,7 +109,6 @@ out.export(figs)
 # ## What we found
 
 # %%
-
 def advantage_shrinks():
     p, r = margin.loc["pretrained", "accuracy_margin_pp"], margin.loc["random init", "accuracy_margin_pp"]
     return r < p, f"accuracy margin over the other ensembles: pretrained {p:+.2f} pp, random {r:+.2f} pp"

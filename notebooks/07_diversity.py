@@ -144,7 +144,6 @@ out.export(figs)
 # ## What we found
 
 # %%
-
 def grows():
     g = growth["distance_pct"]
     return g.iloc[-1] > g.iloc[0], (f"member distance {g.iloc[0]:.3f} % at init → {g.iloc[-1]:.3f} % "

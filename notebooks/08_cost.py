@@ -169,7 +169,6 @@ out.export(figs)
 # ## What we found
 
 # %%
-
 def below_one_percent(column):
     def decide():
         at_paper_m = overhead[overhead["paper_m"]][column]

@@ -671,9 +671,9 @@ def cost_bars(
         )
     fig = make_subplots(rows=1, cols=len(columns), horizontal_spacing=0.1)
     # few bars: wrap long names on spaces (never inside a word); many bars: plotly rotates the labels
-    labels = table[method].astype(str)
-    names = ([n if len(labels) > 6 else "<br>".join(textwrap.wrap(n, 10, break_long_words=False))
-              for n in labels])
+    labels = table[method].astype(str).tolist()
+    names = labels if len(labels) > 6 else ["<br>".join(textwrap.wrap(n, 10, break_long_words=False))
+                                            for n in labels]
     colors = [_color(i) for i in range(len(names))]
     for j, col in enumerate(columns):
         values = table[col].astype(float).to_numpy()
