@@ -32,7 +32,7 @@
 
 # %% tags=["parameters"]
 QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
-ECE_CLOSE = 0.01  # "close to the deep ensemble": ECE within 1 percentage point ...
+ECE_CLOSE = 0.01  # "close to the deep ensemble": ECE at most 1 percentage point higher ...
 ACC_CLOSE = 0.01  # ... and accuracy at most 1 point lower
 
 # %%
@@ -101,7 +101,7 @@ raw = summary.loc["none"]
 
 def sve_near_deep_ensemble():
     s, d = raw.loc["sve"], raw.loc["deep_ensemble"]
-    held = abs(s["ece"] - d["ece"]) <= ECE_CLOSE and s["accuracy"] >= d["accuracy"] - ACC_CLOSE
+    held = s["ece"] <= d["ece"] + ECE_CLOSE and s["accuracy"] >= d["accuracy"] - ACC_CLOSE
     return held, (f"ECE {100 * s['ece']:.2f} vs {100 * d['ece']:.2f} %, accuracy {100 * s['accuracy']:.2f} "
                   f"vs {100 * d['accuracy']:.2f} %")
 
@@ -118,8 +118,8 @@ claims = [
     nb.claim("SVE's ECE is below the single model's at no accuracy loss",
              "mean ECE lower; mean accuracy ≥ single − max seed std",
              nb.ece_below(raw, "single", accuracy_slack="std")),
-    nb.claim("SVE is close to the deep ensemble",
-             f"|ΔECE| ≤ {100 * ECE_CLOSE:g} pp and accuracy ≥ DE − {100 * ACC_CLOSE:g} pp",
+    nb.claim("SVE is close to the deep ensemble (not worse)",
+             f"ECE ≤ DE + {100 * ECE_CLOSE:g} pp and accuracy ≥ DE − {100 * ACC_CLOSE:g} pp",
              sve_near_deep_ensemble),
     nb.claim("SVE has the lowest ECE of the ensembles (Pets row of Table 1)",
              "mean ECE ≤ every other ensemble's", sve_best_ece_of_ensembles),

@@ -71,8 +71,9 @@ nb.pm(summary, {"accuracy": 100, "ece": 100}, digits=2)
 # %%
 top = max(config.severities)
 worst = rows[rows["severity"] == top].groupby(["corruption", "method"], sort=False)
-worst = worst[["accuracy", "ece"]].mean()
-(100 * worst).round(1).unstack("method")
+worst = (100 * worst[["accuracy", "ece"]].mean()).round(1).unstack("method")
+out.save_table(worst.set_axis([f"{c}_{m}" for c, m in worst.columns], axis=1), "_per_corruption")
+worst
 
 # %% [markdown]
 # ## Figures: the shift curves and the reliability of every method at the highest severity

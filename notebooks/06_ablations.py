@@ -21,8 +21,8 @@
 # **Offline analog.** DINOv2 ViT-S/14 on MNIST-5k with Animal-MNIST as OOD set: a cheap, fast set so
 # that twelve SVE variants × three seeds fit the CPU budget.
 #
-# **Sizes (full mode, `configs/06_ablations.yaml`):** 28 px, 192 training / 64 validation / 192 test / 192
-# OOD images, 2 epochs (1 warm-up), 3 seeds; variants M ∈ {1, 2, 4, 8, 16}; init_std ∈ {0.001, 0.01, 0.1};
+# **Sizes (full mode, `configs/06_ablations.yaml`):** 28 px, 384 training / 96 validation / 192 test / 192
+# OOD images, 3 epochs (1 warm-up), 3 seeds; variants M ∈ {1, 2, 4, 8, 16}; init_std ∈ {0.001, 0.01, 0.1};
 # targets all / attention / mlp / last 4 blocks (M = 4), plus a second run with σ decay toward the
 # pretrained values. Probability versus logit averaging is scored on the *same* trained members (their
 # stored logits), so only the averaging rule differs. QUICK mode: 64 / 32 / 32 images, 1 epoch, one seed,
@@ -33,7 +33,7 @@
 
 # %% tags=["parameters"]
 QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
-FLAT = 0.01  # "robust": accuracy and ECE vary by at most 1 pp across init_std
+FLAT = 0.01  # "robust": accuracy and ECE vary by at most 1 pp across init_std; "better": ECE lower by > 1 pp
 
 # %%
 import nbtools as nb
@@ -104,8 +104,12 @@ sizes = summary[summary.index.str.fullmatch(r"sve-m\d+")].reset_index()
 figs = {"ensemble_size": plots.shift_curves(sizes, x="members", columns=("accuracy", "ece", "nll"),
                                             by=None, title="SVE versus ensemble size M")}
 figs["ensemble_size"].update_xaxes(title_text="members M", type="log", tickvals=[1, 2, 4, 8, 16], dtick=None)
-figs.update({k: v for k, v in run.figures().items()
-             if k.startswith(("spectrum_history", "reliability_test"))})
+figs["ensemble_size"].update_layout(showlegend=False)
+drift = "sve-m4" if "sve-m4" in run.methods else "sve-m2"  # QUICK mode has no M = 4 variant
+figs[f"spectrum_history_{drift}"] = plots.spectrum_history(
+    run.spectra_history(drift, config.seeds[0], by="step"),
+    title=f"σ drift during training ({drift}, all layers)")
+figs.update({k: v for k, v in run.figures().items() if k.startswith("reliability_test")})
 for fig in figs.values():
     fig.show()
 out.export(figs)
@@ -139,14 +143,14 @@ def attention_cheaper_slightly_worse():
 
 def decay_question():
     z, p = s.loc["sve-m4"], s.loc["sve-decay-pretrained"]
-    return p["ece"] < z["ece"], (f"decay toward pretrained: ECE {100 * p['ece']:.2f} %, accuracy "
+    return p["ece"] < z["ece"] - FLAT, (f"decay toward pretrained: ECE {100 * p['ece']:.2f} %, accuracy "
                                  f"{100 * p['accuracy']:.2f} % vs toward zero {100 * z['ece']:.2f} %, "
                                  f"{100 * z['accuracy']:.2f} %")
 
 
 def combine_question():
     c = combine.loc["sve-m4", "ece"]
-    return c["prob"] < c["logit"], (f"SVE M = 4 ECE: probability {100 * c['prob']:.2f} % "
+    return c["prob"] < c["logit"] - FLAT, (f"SVE M = 4 ECE: probability {100 * c['prob']:.2f} % "
                                     f"vs logit {100 * c['logit']:.2f} %")
 
 
@@ -157,9 +161,9 @@ claims = [
              robust_to_init_std),
     nb.claim("Attention-only SVE: fewer parameters, slightly lower accuracy",
              "overhead lower and accuracy ≤ all-layers", attention_cheaper_slightly_worse),
-    nb.claim("(open question) σ decay toward pretrained calibrates better than toward 0", "mean ECE lower",
-             decay_question),
-    nb.claim("(open question) probability averaging calibrates better than logit averaging", "mean ECE lower",
-             combine_question),
+    nb.claim("(open question) σ decay toward pretrained calibrates better than toward 0",
+             f"mean ECE lower by more than {100 * FLAT:g} pp", decay_question),
+    nb.claim("(open question) probability averaging calibrates better than logit averaging",
+             f"mean ECE lower by more than {100 * FLAT:g} pp", combine_question),
 ]
 out.conclude(claims)

@@ -605,9 +605,9 @@ def spectrum_history(
     *,
     title: str | None = None,
 ) -> go.Figure:
-    """Each member's deviation ``||σ_m − σ₀|| / ||σ₀||`` (%) and the mean pairwise member distance over
-    training steps. ``history``: ``{step: spectra}`` or ``[(step, spectra), ...]``; ``layer``: one layer
-    or all layers (default)."""
+    """Each member's deviation ``||σ_m − σ₀|| / ||σ₀||`` (%) and, for M > 1, the mean pairwise member
+    distance over training steps. ``history``: ``{step: spectra}`` or ``[(step, spectra), ...]``;
+    ``layer``: one layer or all layers (default)."""
     items = sorted(history.items() if isinstance(history, Mapping) else history, key=lambda t: t[0])
     if not items:
         raise DataError(
@@ -617,7 +617,6 @@ def spectrum_history(
     dev = np.stack([metrics.spectrum_deviation(s, layer) for _, s in items]) * 100
     dist = [metrics.spectrum_distances(s, layer) for _, s in items]
     m = dev.shape[1]
-    mean_dist = [100 * d[~np.eye(m, dtype=bool)].mean() if m > 1 else 0.0 for d in dist]
     fig = go.Figure()
     for j in range(m):
         fig.add_trace(
@@ -629,15 +628,16 @@ def spectrum_history(
                 line=dict(color=_color(j), width=2),
             )
         )
-    fig.add_trace(
-        go.Scatter(
-            x=steps,
-            y=mean_dist,
-            mode="lines",
-            name="mean distance between members",
-            line=dict(color="#000000", width=3, dash="dash"),
+    if m > 1:  # a single member has no distance to another
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=[100 * d[~np.eye(m, dtype=bool)].mean() for d in dist],
+                mode="lines",
+                name="mean distance between members",
+                line=dict(color="#000000", width=3, dash="dash"),
+            )
         )
-    )
     fig.update_layout(xaxis_title="training step", yaxis_title="‖Δσ‖ / ‖σ₀‖ (%)")
     return _finish(fig, title or f"σ drift during training ({layer or 'all layers'})", 860, 440)
 

@@ -142,6 +142,8 @@ def test_spectrum_figures():
     hist = plots.spectrum_history(history)
     assert len(hist.data) == 5 and list(hist.data[0].x) == [0, 5, 10] and hist.data[0].y[0] == 0
     assert hist.data[0].y[2] > hist.data[0].y[1]
+    single = [(step, make_spectra(m=1, drift=step / 10)) for step in (0, 5)]
+    assert len(plots.spectrum_history(single).data) == 1  # no between-member line for M = 1
     with pytest.raises(DataError, match="empty"):
         plots.spectrum_history([])
 
