@@ -23,7 +23,7 @@
 # **Sizes (full mode, `configs/01_in_distribution.yaml`):** 28 px inputs (2 × 2 patches + CLS), 384
 # training / 128 validation / 384 test images, 2 epochs (1 warm-up), batch 16, M = 4, each method's
 # default learning rate, 3 seeds; the table is mean ± std over the seeds. Temperature T is fitted on the
-# validation split. Medium mode (`QUICK=0 MEDIUM=1`, what docs/RESULTS.md reports): the same with 256 / 64
+# validation split. Medium mode (`QUICK=0 MEDIUM=1`, for a slow machine): the same with 256 / 64
 # / 256 / 256 samples and 2 epochs (1 warm-up). QUICK mode (tests): 64 / 32 / 32 images, 1 epoch, M = 2,
 # one seed, single model, deep ensemble and SVE only.
 #

@@ -23,8 +23,8 @@
 # **Sizes (full mode, `configs/02_ood.yaml`):** 28 px, 384 training / 128 validation / 384 test images of
 # the 7 remaining classes, 384 images per OOD set, 2 epochs (1 warm-up), M = 4, 3 seeds; AUROC, AUPR (OOD
 # positive) and FPR at 95 % TPR for four scores: maximum softmax probability (MSP), predictive entropy,
-# mutual information (MI, ensembles only) and energy. Medium mode (`QUICK=0 MEDIUM=1`, what
-# docs/RESULTS.md reports): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1 warm-up). QUICK
+# mutual information (MI, ensembles only) and energy. Medium mode (`QUICK=0 MEDIUM=1`, for a
+# slow machine): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1 warm-up). QUICK
 # mode: 64 / 32 / 32 / 32 images, 1 epoch, M = 2, one seed, single model, deep ensemble and SVE only.
 #
 # **What to look for:** SVE's AUROC (MI) next to the deep ensemble's, and whether near-OOD (held-out

@@ -22,7 +22,7 @@
 #
 # **Sizes (full mode, `configs/03_nlp.yaml`):** texts cut to 64 tokens, 256 training / 64 validation / 192
 # test documents of the 3 remaining topics, 192 per OOD set, 2 epochs (1 warm-up), batch 16, M = 8, 3
-# seeds. Medium mode (`QUICK=0 MEDIUM=1`, what docs/RESULTS.md reports): the same with 256 / 64 / 256 /
+# seeds. Medium mode (`QUICK=0 MEDIUM=1`, for a slow machine): the same with 256 / 64 / 256 /
 # 256 samples and 2 epochs (1 warm-up). QUICK mode: MiniLM-L3 (3 layers), 32 tokens, 64 / 32 / 32 / 32
 # texts, 1 epoch, M = 2, one seed.
 #

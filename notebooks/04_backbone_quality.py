@@ -23,7 +23,7 @@
 #
 # **Sizes (full mode, `configs/04_backbone_quality.yaml`, run twice):** 28 px, 320 training / 128
 # validation / 256 test images, 2 epochs (1 warm-up), M = 4, 3 seeds per backbone. Medium mode (`QUICK=0
-# MEDIUM=1`, what docs/RESULTS.md reports): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1
+# MEDIUM=1`, for a slow machine): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1
 # warm-up). QUICK mode: 64 / 32 / 32 images, 1 epoch, M = 2, one seed, single model and SVE only.
 #
 # **What to look for:** SVE's accuracy margin over the other ensembles on each backbone; the paper
