@@ -21,8 +21,8 @@
 # paper's own Oxford-Pets backbone.
 #
 # **Sizes (full mode, `configs/00_quickstart.yaml`):** 28 px inputs, 512 training / 128 validation / 256
-# test / 256 OOD images, 3 epochs (1 warm-up), batch 16, M = 4, 3 seeds. Medium mode (`QUICK=0 MEDIUM=1`, for a shared
-# or slow machine): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1 warm-up).
+# test / 256 OOD images, 3 epochs (1 warm-up), batch 16, M = 4, 3 seeds. Medium mode (`QUICK=0 MEDIUM=1`,
+# for a slow machine): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1 warm-up).
 # QUICK mode (tests): 64 / 32 / 32 / 32 images, 1 epoch, M = 2, one seed, members in the last 2 blocks
 # only. The same experiment from a shell: `python -m sve run configs/00_quickstart.yaml`.
 #

@@ -81,7 +81,7 @@ worst
 # %%
 from sve import plots
 
-curve = summary[COLUMNS].reset_index()
+curve = summary.reset_index()  # with the *_std columns: ± std error bars
 figs = {"shift_curves": plots.shift_curves(curve, columns=("accuracy", "ece", "mean_entropy"))}
 split = f"shift:{config.shifts[0]}:{top}"
 figs["reliability_shifted"] = plots.reliability_diagram(

@@ -412,6 +412,7 @@ def shift_curves(
 
     ``table``: a long DataFrame with columns ``x``, ``by`` and the metrics (e.g. rows of
     :func:`sve.metrics.evaluate` with ``severity`` and ``method`` added). Severity 0 = clean data.
+    A column ``<metric>_std`` (as written by a mean ± std over seeds) is drawn as ± error bars.
     """
     needed = [x, *columns] + ([by] if by else [])
     missing = [c for c in needed if c not in table.columns]
@@ -426,6 +427,9 @@ def shift_curves(
                 go.Scatter(
                     x=part[x],
                     y=part[col],
+                    error_y=dict(type="data", array=part[f"{col}_std"], thickness=1.2, width=4)
+                    if f"{col}_std" in part
+                    else None,
                     mode="lines+markers",
                     name=str(name),
                     legendgroup=str(name),

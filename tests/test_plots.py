@@ -103,6 +103,9 @@ def test_shift_and_risk_coverage():
     fig = plots.shift_curves(pd.DataFrame(rows))
     assert len(fig.data) == 6 and {t.name for t in fig.data} == {"SVE", "single"}
     assert fig.layout.yaxis.title.text == plots.AXIS_TITLES["accuracy"]
+    assert fig.data[0].error_y.array is None  # no <metric>_std column: no error bars
+    spread = plots.shift_curves(pd.DataFrame(rows).assign(accuracy_std=0.05), columns=("accuracy", "ece"))
+    assert list(spread.data[0].error_y.array) == [0.05] * 4 and spread.data[1].error_y.array is None
     with pytest.raises(DataError, match="lacks column"):
         plots.shift_curves(pd.DataFrame(rows), columns=("accuracy", "nll"))
     z, y = make_logits(n=1000)
