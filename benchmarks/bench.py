@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench.py --settings dinov2-56 --members 1,4,8
     .venv/bin/python benchmarks/bench.py --quick               # smoke run (tiny models, seconds)
     .venv/bin/python benchmarks/bench.py --device cuda --bf16  # on a GPU, bf16 autocast
+    python3 benchmarks/bench.py --device cuda --random-init    # a GPU machine without the asset packages
 
 Settings: ``dinov2-224`` (DINOv2-S, 224 px, batch 16), ``minilm-128`` (MiniLM-L6, 128 tokens, batch
 32), ``dinov2-56`` (DINOv2-S, 56 px, batch 32); M ∈ {1, 4, 8, 16}; 10 classes; random inputs.
@@ -46,7 +47,8 @@ with ``--out``), schema ``sve-bench/1``::
 (no timing). ``--setup`` (default on, off in ``--quick``) also times ``sve.wrap`` alone for dinov2-small,
 minilm-l6 and smollm2-135m (if installed) with both SVD dtypes. ``--profile`` prints the top
 operators (torch.profiler, self CPU time) of one training step of each method. ``--plots DIR``
-turns result JSON files into the figures of docs/PERFORMANCE.md (no benchmark run).
+turns result JSON files (``--out``, else ``benchmarks/results/cpu-*.json``) into the figures of
+docs/PERFORMANCE.md (no benchmark run).
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def load(setting: dict[str, Any]) -> Any:
                             intermediate_size=128, max_position_embeddings=64)
         return from_model(BertModel(config, add_pooling_layer=False), name="tiny-bert")
     if "image_size" in setting and setting["backbone"] == "dinov2-small":
-        return load_backbone("dinov2-small", image_size=setting["image_size"])
+        return load_backbone("dinov2-small", image_size=setting["image_size"], **setting.get("options", {}))
     return load_backbone(setting["backbone"], **setting.get("options", {}))
 
 
@@ -556,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in forward passes")
+    p.add_argument("--random-init", action="store_true",
+                   help="randomly initialised backbones (same shapes and cost; no asset package needed)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-configuration memory processes")
     p.add_argument("--setup", action=argparse.BooleanOptionalAction, default=None,
@@ -575,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         print("MEMORY " + json.dumps(memory_worker(json.loads(args.memory_worker))), flush=True)
         return 0
     if args.plots:
-        files = [args.out] if args.out else sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+        files = [args.out] if args.out else sorted((ROOT / "benchmarks" / "results").glob("cpu-*.json"))
         for path in plots(files, args.plots):
             print(path)
         return 0
@@ -601,10 +605,13 @@ def main(argv: list[str] | None = None) -> int:
                               "settings": {}, "results": [], "setup": []}
     for name in settings:
         setting = all_settings[name]
+        if args.random_init:
+            setting = {**setting, "options": {**setting.get("options", {}), "pretrained": False}}
         backbone = load(setting)
         t0 = time.perf_counter()
         backbone.fingerprint()
         report["settings"][name] = {**{k: v for k, v in setting.items() if k != "options"},
+                                    "pretrained": backbone.pretrained,
                                     "blocks": len(backbone.blocks), "fingerprint_s": time.perf_counter() - t0}
         for M in members:
             print(f"[{name} M={M}] timing {len(names)} methods ...", file=sys.stderr, flush=True)

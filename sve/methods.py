@@ -51,6 +51,7 @@ Definitions (``W``, ``b`` = a targeted pretrained weight and bias, frozen unless
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -374,6 +375,24 @@ def _stacked_copy(trunk: nn.Module, M: int) -> nn.Module:
     return holder
 
 
+def _vmap_safe_attention(params: dict[str, Tensor]) -> contextlib.AbstractContextManager:
+    """On a GPU, the fused attention kernels (flash / memory-efficient) of
+    ``scaled_dot_product_attention`` fail in the backward under ``vmap`` ("LSE is not correctly
+    aligned", torch 2.11 on an H200); the math kernel batches and differentiates exactly. CPU: as is."""
+    if next(iter(params.values())).device.type == "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def _gpu_autocast(params: dict[str, Tensor]) -> bool:
+    """Under a GPU's autocast the vmapped members failed in the backward on an H200 (torch 2.11:
+    "expected input and grad types to match"); the member loop is used there instead (exact)."""
+    device = next(iter(params.values())).device
+    return device.type != "cpu" and torch.is_autocast_enabled(device.type)
+
+
 class DeepEnsemble(EnsembleModel):
     """M full fine-tuned copies of the trunk, each with its own head, trained jointly by ``fit``.
 
@@ -382,7 +401,9 @@ class DeepEnsemble(EnsembleModel):
     skeleton the members run through (one extra frozen copy in memory; its weights are never used).
     Forward: ``torch.func.vmap`` over the members of ``functional_call(trunk, member params)`` on the
     same batch (``vectorize=True``; if the backbone cannot be vmapped it falls back, with a warning, to
-    the loop), or a Python loop over members (``vectorize=False``). Both are exact.
+    the loop), or a Python loop over members (``vectorize=False``). Both are exact. On a GPU the
+    vmapped path runs attention with the math kernel and, under autocast, the loop is used (both
+    because of backward failures seen on an H200; docs/PERFORMANCE.md).
 
     Init and seeds: every member starts from the pretrained trunk; member m's head is drawn exactly
     as ``build("single", ..., seed=seed + m)`` draws its head.
@@ -421,10 +442,11 @@ class DeepEnsemble(EnsembleModel):
     def features(self, *args: Tensor, **inputs: Tensor) -> Tensor:
         inputs = self._inputs(args, inputs)
         params = {"trunk." + n: p for n, p in self.members.named_parameters()}
-        if self.vectorize:
+        if self.vectorize and not _gpu_autocast(params):
             try:
                 run = torch.func.vmap(lambda p: self._member_features(p, inputs), randomness="different")
-                with warnings.catch_warnings():  # ops without a batching rule loop inside vmap: still exact
+                with _vmap_safe_attention(params), warnings.catch_warnings():
+                    # ops without a batching rule loop inside vmap: still exact
                     warnings.filterwarnings("ignore", message="There is a performance drop")
                     return run(params).transpose(0, 1)
             except SVEError:

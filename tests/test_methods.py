@@ -7,6 +7,7 @@ fixture) for "at init the adapters reproduce the backbone". Data: sklearn digits
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import pytest
@@ -349,6 +350,12 @@ def test_deep_ensemble_vmap_matches_loop_and_merge_on_text_and_conv():
         with torch.no_grad():
             for m in range(M):
                 torch.testing.assert_close(b.merge_member(m)(**_inputs(kind)), zb[:, m], atol=1e-5, rtol=1e-5)
+
+    # the GPU-only workarounds leave the CPU path alone, also under CPU autocast
+    params = {"w": torch.zeros(1)}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not methods._gpu_autocast(params)
+    assert isinstance(methods._vmap_safe_attention(params), contextlib.nullcontext)
 
 
 # ----------------------------------------------------------------------------------------------
