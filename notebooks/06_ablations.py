@@ -144,14 +144,14 @@ def attention_cheaper_slightly_worse():
 def decay_question():
     z, p = s.loc["sve-m4"], s.loc["sve-decay-pretrained"]
     return p["ece"] < z["ece"] - FLAT, (f"decay toward pretrained: ECE {100 * p['ece']:.2f} %, accuracy "
-                                 f"{100 * p['accuracy']:.2f} % vs toward zero {100 * z['ece']:.2f} %, "
-                                 f"{100 * z['accuracy']:.2f} %")
+                                        f"{100 * p['accuracy']:.2f} % vs toward zero {100 * z['ece']:.2f} %, "
+                                        f"{100 * z['accuracy']:.2f} %")
 
 
 def combine_question():
     c = combine.loc["sve-m4", "ece"]
     return c["prob"] < c["logit"] - FLAT, (f"SVE M = 4 ECE: probability {100 * c['prob']:.2f} % "
-                                    f"vs logit {100 * c['logit']:.2f} %")
+                                           f"vs logit {100 * c['logit']:.2f} %")
 
 
 claims = [

@@ -375,21 +375,20 @@ def _stacked_copy(trunk: nn.Module, M: int) -> nn.Module:
     return holder
 
 
-def _vmap_safe_attention(params: dict[str, Tensor]) -> contextlib.AbstractContextManager:
+def _vmap_safe_attention(device: torch.device) -> contextlib.AbstractContextManager:
     """On a GPU, the fused attention kernels (flash / memory-efficient) of
     ``scaled_dot_product_attention`` fail in the backward under ``vmap`` ("LSE is not correctly
     aligned", torch 2.11 on an H200); the math kernel batches and differentiates exactly. CPU: as is."""
-    if next(iter(params.values())).device.type == "cpu":
+    if device.type == "cpu":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel(SDPBackend.MATH)
 
 
-def _gpu_autocast(params: dict[str, Tensor]) -> bool:
+def _gpu_autocast(device: torch.device) -> bool:
     """Under a GPU's autocast the vmapped members failed in the backward on an H200 (torch 2.11:
     "expected input and grad types to match"); the member loop is used there instead (exact)."""
-    device = next(iter(params.values())).device
     return device.type != "cpu" and torch.is_autocast_enabled(device.type)
 
 
@@ -442,10 +441,11 @@ class DeepEnsemble(EnsembleModel):
     def features(self, *args: Tensor, **inputs: Tensor) -> Tensor:
         inputs = self._inputs(args, inputs)
         params = {"trunk." + n: p for n, p in self.members.named_parameters()}
-        if self.vectorize and not _gpu_autocast(params):
+        device = next(iter(params.values())).device
+        if self.vectorize and not _gpu_autocast(device):
             try:
                 run = torch.func.vmap(lambda p: self._member_features(p, inputs), randomness="different")
-                with _vmap_safe_attention(params), warnings.catch_warnings():
+                with _vmap_safe_attention(device), warnings.catch_warnings():
                     # ops without a batching rule loop inside vmap: still exact
                     warnings.filterwarnings("ignore", message="There is a performance drop")
                     return run(params).transpose(0, 1)

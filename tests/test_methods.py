@@ -352,10 +352,10 @@ def test_deep_ensemble_vmap_matches_loop_and_merge_on_text_and_conv():
                 torch.testing.assert_close(b.merge_member(m)(**_inputs(kind)), zb[:, m], atol=1e-5, rtol=1e-5)
 
     # the GPU-only workarounds leave the CPU path alone, also under CPU autocast
-    params = {"w": torch.zeros(1)}
+    cpu = torch.device("cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not methods._gpu_autocast(params)
-    assert isinstance(methods._vmap_safe_attention(params), contextlib.nullcontext)
+        assert not methods._gpu_autocast(cpu)
+    assert isinstance(methods._vmap_safe_attention(cpu), contextlib.nullcontext)
 
 
 # ----------------------------------------------------------------------------------------------
