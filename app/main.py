@@ -1,7 +1,7 @@
 """SVE dashboard: ``streamlit run app/main.py`` (or ``make app``).
 
 Train a few ensemble members in the background, then look at reliability, σ-spectrum diversity, OOD
-uncertainty, members and cost, and export every figure. The page holds no ML: it calls ``sve.runs``
+uncertainty, members and cost, and export every figure. The page holds no ML: it calls ``sve.experiments``
 (training, run folders), ``sve.metrics`` and ``sve.plots``.
 """
 

@@ -1,7 +1,8 @@
 """The run picker: every run folder under the runs root (app, CLI and notebook runs alike).
 
-Runs are found with ``sve.runs.list_runs`` and opened with ``sve.runs.load_run``; an opened run is
-cached per (path, status stamp), so a run that is still training is re-read when a method finishes.
+Runs are found with ``sve.experiments.list_runs`` and opened with ``sve.experiments.load_run``; an
+opened run is cached per (path, status stamp), so a run that is still training is re-read when a
+method finishes.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ def _stamp(path: Path) -> tuple:
 
 @st.cache_resource(max_entries=8, show_spinner="Opening run…")
 def _open(path: str, stamp: tuple) -> Any:
-    from sve import runs
+    from sve import experiments
 
-    return runs.load_run(path)
+    return experiments.load_run(path)
 
 
 def open_run(path: str | Path) -> Any:
-    """``sve.runs.load_run(path)``, cached until the run folder changes."""
+    """``sve.experiments.load_run(path)``, cached until the run folder changes."""
     return _open(str(path), _stamp(Path(path)))
 
 
@@ -42,11 +43,11 @@ def label(item: dict) -> str:
 
 def pick_runs() -> list[Any]:
     """Draw the picker (a run, and optionally one to compare with); return the opened runs."""
-    from sve import runs
+    from sve import experiments
     from sve.paths import runs_dir
 
     root = runs_dir()
-    items = runs.list_runs(root)
+    items = experiments.list_runs(root)
     if not items:
         st.info(f"No runs yet in `{root}`. Press **Train** to train the chosen preset, or make a run "
                 "with `python -m sve run configs/quick-demo.yaml`; it shows up here.")

@@ -1,4 +1,4 @@
-"""The sidebar: presets and the experiment settings, turned into ``sve.runs.ExperimentConfig`` fields.
+"""The sidebar: presets and the experiment settings, turned into ``sve.experiments.ExperimentConfig`` fields.
 
 Widget values live in ``st.session_state`` under the keys of ``KEYS``; a preset writes all of them
 at once (``apply_preset``), so switching presets never fights with what a widget holds. Fields a
@@ -45,12 +45,9 @@ class Catalog:
 @st.cache_resource(show_spinner=False)
 def catalog() -> Catalog:
     from sve import backbones, data
+    from sve.methods import METHODS
 
-    try:
-        from sve import methods as methods_mod
-        method_names = list(methods_mod.METHODS)
-    except ModuleNotFoundError:     # until sve.methods lands, sve.runs trains "sve" only
-        method_names = ["sve"]
+    method_names = list(METHODS)
     corruptions = list(data.CORRUPTIONS) + list(getattr(data, "TEXT_CORRUPTIONS", ()))
     return Catalog(list(backbones.list_backbones()), dict(data.list_datasets()), dict(data.OOD_PAIRS),
                    corruptions, method_names)
@@ -58,8 +55,8 @@ def catalog() -> Catalog:
 
 def presets() -> dict[str, dict]:
     """Preset name → ExperimentConfig fields. "Quick demo" is ``configs/quick-demo.yaml``."""
+    from sve.experiments import ExperimentConfig
     from sve.paths import project_root
-    from sve.runs import ExperimentConfig
 
     root = project_root() or Path.cwd()
     path = root / "configs" / "quick-demo.yaml"

@@ -6,14 +6,14 @@ can live in local variables. The design:
 - ``JobRegistry`` (one per server process, held by ``st.cache_resource`` in ``registry()``) owns
   every job. ``start`` refuses a second job while one is training, under a lock, so a double
   click or a second browser tab cannot start training twice.
-- A ``Job`` runs ``sve.runs.run(config, out_dir, callbacks=[job.callback])`` in a daemon thread.
+- A ``Job`` runs ``sve.experiments.run(config, out_dir, callbacks=[job.callback])`` in a daemon thread.
   The callback (called from the worker) only appends to lock-protected fields; the page reads a
   consistent copy with ``job.snapshot()``. Returning ``False`` from the callback is the
-  contract of ``sve.runs`` for "stop cleanly after the current step, keep what finished": the
+  contract of ``sve.experiments`` for "stop cleanly after the current step, keep what finished": the
   Stop button just sets ``job.stop_event``.
 - The page keeps only the job id in ``st.session_state``; the live panel polls the snapshot.
 
-No ML happens here: the worker calls ``sve.runs.run`` and nothing else.
+No ML happens here: the worker calls ``sve.experiments.run`` and nothing else.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class Snapshot:
 class Job:
     """One training run in a worker thread. Fields below ``_lock`` are written by the worker."""
 
-    config: Any                       # sve.runs.ExperimentConfig
-    out_dir: Path | None              # None: sve.runs' default (sve.paths.runs_dir())
+    config: Any                       # sve.experiments.ExperimentConfig
+    out_dir: Path | None              # None: sve.experiments' default (sve.paths.runs_dir())
     units_total: int
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -97,9 +97,9 @@ class Job:
 
     # -- called from the worker thread -------------------------------------------------------
     def callback(self, event: str, info: dict) -> bool:
-        """``sve.runs.run`` progress callback; returns False once Stop was pressed.
+        """``sve.experiments.run`` progress callback; returns False once Stop was pressed.
 
-        Keys used (the ``sve.runs`` contract): every event has ``run_dir``; ``method_start`` and
+        Keys used (the ``sve.experiments`` contract): every event has ``run_dir``; ``method_start`` and
         later have ``method``, ``index`` (0-based pair), ``total`` (pairs), ``epochs``, ``steps``
         (of this method); ``step`` adds ``step`` (1..steps), ``epoch`` (0-based) and ``loss``;
         ``epoch`` adds ``epoch`` (0-based), ``train_loss`` and ``val_acc``.

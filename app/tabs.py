@@ -111,9 +111,9 @@ def spectrum(run: Any, slot: str) -> None:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading samples…")
 def _samples(path: str, split: str) -> Any:
-    from sve import runs
+    from sve import experiments
 
-    return runs.load_run(path).samples(split)
+    return experiments.load_run(path).samples(split)
 
 
 def _show_samples(run: Any, idx: np.ndarray, z: np.ndarray, y: np.ndarray, scores: np.ndarray,

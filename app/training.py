@@ -24,16 +24,16 @@ def registry() -> JobRegistry:
 
 def start(fields: dict) -> str | None:
     """Build the config and start training; return an error message, or None on success."""
-    from sve import runs
+    from sve import experiments
 
     try:
-        config = runs.ExperimentConfig.from_dict(fields)
+        config = experiments.ExperimentConfig.from_dict(fields)
         config.check_names()
     except Exception as exc:  # noqa: BLE001 - ConfigError & co. are shown on the page
         return describe(exc)
     units = len(config.method_specs()) * len(config.seeds)
     try:
-        job = registry().start(config, out_dir=None, units_total=units, run_fn=runs.run)
+        job = registry().start(config, out_dir=None, units_total=units, run_fn=experiments.run)
     except BusyError as exc:
         return str(exc)
     st.session_state["job_id"] = job.id

@@ -43,7 +43,7 @@ with ``--out``), schema ``sve-bench/1``::
                   "error"}],          # null where not measured; error: why a method failed
      "setup": [{"backbone", "svd_dtype", "layers", "setup_s", "setup_cpu_s", "error"}]}
 
-``--cost-model`` prints the multiply-adds that ``sve.core.path_costs`` predicts per layer shape
+``--cost-model`` prints the multiply-adds that ``sve.methods.sve.path_costs`` predicts per layer shape
 (no timing). ``--setup`` (default on, off in ``--quick``) also times ``sve.wrap`` alone for dinov2-small,
 minilm-l6 and smollm2-135m (if installed) with both SVD dtypes. ``--profile`` prints the top
 operators (torch.profiler, self CPU time) of one training step of each method. ``--plots DIR``
@@ -71,8 +71,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import sve
-from sve import core, methods
+from sve import ensemble, methods
 from sve.backbones import load_backbone
+from sve.methods import sve as svem
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10
@@ -106,15 +107,15 @@ LR_OF = {"limit": "single", "authors": "sve", "last-k": "sve"}  # else "sve-*" -
 # the authors' layer, as a reference
 
 
-class AuthorsLayer(core.EnsembleLayer):
+class AuthorsLayer(ensemble.EnsembleLayer):
     """The published SVE layer: every forward rebuilds all M dense weights with one ``einsum``,
     ``W = einsum("ok,mk,ki->moi", U, σ.clamp(0), Vᵀ)``, and applies them to a sample-major view
     ``(B, M, ..., in)`` of a ``repeat_interleave``-d batch, ``y = einsum("bm...i,moi->bm...o") + b_m``.
-    Float32 SVD. Same parameters and init as ``sve.core.SVELayer``; linear layers only."""
+    Float32 SVD. Same parameters and init as ``sve.methods.SVELayer``; linear layers only."""
 
     def __init__(self, module: torch.nn.Module, num_members: int, generator: torch.Generator):
         super().__init__(module, num_members)
-        U, s, Vh = core.thin_svd(module.weight, "float32")
+        U, s, Vh = svem.thin_svd(module.weight, "float32")
         self.register_buffer("U", U)
         self.register_buffer("Vh", Vh)
         eps = torch.randn(num_members, s.numel(), generator=generator) * 0.01
@@ -130,7 +131,7 @@ class AuthorsLayer(core.EnsembleLayer):
         return y.reshape(*x.shape[:-1], -1)
 
 
-class AuthorsModel(core.EnsembleModel):
+class AuthorsModel(ensemble.EnsembleModel):
     """Inputs ``repeat_interleave``-d M times at the input (sample-major rows ``b·M + m``), the whole
     trunk runs on B·M rows, features viewed as (B, M, D)."""
 
@@ -142,11 +143,11 @@ class AuthorsModel(core.EnsembleModel):
 
 
 def authors_model(backbone: Any, members: int) -> AuthorsModel:
-    targets = [n for n in core.select_targets(backbone, "all")
+    targets = [n for n in ensemble.select_targets(backbone, "all")
                if isinstance(backbone.model.get_submodule(n), torch.nn.Linear)
                and backbone.model.get_submodule(n).bias is not None]
     factory = lambda module, name, num_members, generator: AuthorsLayer(module, num_members, generator)
-    model = core.wrap_with(backbone, factory, members, NUM_CLASSES, targets, seed=0, fan_out="input",
+    model = ensemble.wrap_with(backbone, factory, members, NUM_CLASSES, targets, seed=0, fan_out="input",
                            method="authors")
     model.__class__ = AuthorsModel  # same state, features() swapped for the sample-major layout
     return model
@@ -184,7 +185,7 @@ def make_batch(backbone: Any, setting: dict[str, Any]) -> tuple[dict[str, Tensor
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, labels
 
 
-def build(method: str, backbone: Any, members: int) -> core.EnsembleModel:
+def build(method: str, backbone: Any, members: int) -> ensemble.EnsembleModel:
     if method == "limit":
         return methods.build("single", backbone, 1, NUM_CLASSES, seed=0)
     if method.startswith("sve-"):
@@ -207,7 +208,7 @@ class Case:
 
     def __init__(self, method: str, backbone: Any, members: int, batch: dict[str, Tensor],
                  labels: Tensor, device: str, bf16: bool):
-        core._SVD_CACHE.clear()
+        svem.clear_svd_cache()
         sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
         self.model = build(method, backbone, members).to(device)
@@ -380,19 +381,19 @@ def measure_setup(names: tuple[str, ...]) -> list[dict[str, Any]]:
             rows.append({"backbone": name, "error": f"{type(e).__name__}: {e}"[:300]})
             continue
         for dtype in ("float64", "float32"):
-            core._SVD_CACHE.clear()
+            svem.clear_svd_cache()
             t0, c0 = time.perf_counter(), time.process_time()
             model = sve.wrap(backbone, 4, NUM_CLASSES, seed=0, svd_dtype=dtype)
             rows.append({"backbone": name, "svd_dtype": dtype, "layers": len(model.layers()),
                          "setup_s": time.perf_counter() - t0, "setup_cpu_s": time.process_time() - c0,
                          "error": None})
             del model
-    core._SVD_CACHE.clear()
+    svem.clear_svd_cache()
     return rows
 
 
 # ----------------------------------------------------------------------------------------------
-# the cost model (multiply-adds in the targeted linear layers, from sve.core.path_costs)
+# the cost model (multiply-adds in the targeted linear layers, from sve.methods.sve.path_costs)
 
 
 def cost_model(names: list[str], members: int, lora_rank: int = 8) -> str:
@@ -407,12 +408,12 @@ def cost_model(names: list[str], members: int, lora_rank: int = 8) -> str:
                                 else (setting["image_size"] // backbone.patch_size) ** 2 + 1)
         R = members * T
         shapes: dict[tuple[int, int], int] = {}
-        for n in core.select_targets(backbone, "all"):
+        for n in ensemble.select_targets(backbone, "all"):
             o, i = backbone.model.get_submodule(n).weight.shape
             shapes[(o, i)] = shapes.get((o, i), 0) + 1
         total = dict.fromkeys(("limit", "dense", "factored", "auto", "lora"), 0)
         for (o, i), count in shapes.items():
-            d, f = core.path_costs(R, members, o, i, min(o, i), train=True)
+            d, f = svem.path_costs(R, members, o, i, min(o, i), train=True)
             lora = 2 * R * o * i + 4 * R * lora_rank * (i + o)  # W x, ∂x through W; A, B and their grads
             limit = 3 * R * o * i
             costs = {"limit": limit, "dense": d, "factored": f, "auto": min(d, f), "lora": lora}

@@ -1,6 +1,6 @@
 """Figure gallery: every `sve.plots` figure type, drawn from a tiny real run, written to docs/figures/.
 
-The run (CPU, about half a minute; self-contained, it does not use `sve.core`):
+The run (CPU, about half a minute; self-contained, it does not use `sve.methods`):
 
 - data: scikit-learn's bundled 8×8 digits. In-distribution (ID) = digits 0–6, OOD = digits 7–9.
   A deliberately small training set (40 per class) makes the models over-confident.

@@ -43,7 +43,8 @@ import nbtools as nb
 import pandas as pd
 from IPython.display import display
 
-from sve import backbones, core
+from sve import accounting, backbones, ensemble
+from sve.methods import sve as svem
 
 QUICK = nb.quick_mode(QUICK)
 out = nb.outputs("08_cost", QUICK)
@@ -83,7 +84,7 @@ records = []
 for name, (bb, paper_m, classes) in bbs.items():
     d = bb.feature_dim
     for M in sorted({1, 4, 8, 16, paper_m}):
-        count = core.count_parameters(bb, num_members=M, num_classes=classes)
+        count = accounting.count_parameters(bb, num_members=M, num_classes=classes)
         records.append({"backbone": name, "d": d, "M": M, "base": count.base,
                         "sve_params": count.sigma + count.bias,
                         "overhead_pct": count.overhead_pct, "extra_members_pct": count.extra_members_pct,
@@ -103,17 +104,17 @@ pd.DataFrame({"model": ["BERT-base", "BERT-base", "BERT-base", "LLaMA-2-7B"], "M
 # %% [markdown]
 # ## 2 · SVD set-up time (one-off, when `sve.wrap` decomposes every targeted weight)
 # Paper: 3.5 s (single author measurement, GPU). Here: wall time of `sve.wrap` on two CPU cores (SVD
-# in float64, `sve.core`'s default), measured before anything else decomposes these weights: within
-# one process `sve.core` keeps the factors, so a second wrap of the same backbone skips the SVD.
+# in float64, `sve.wrap`'s default), measured before anything else decomposes these weights: within
+# one process `sve.methods.sve` keeps the factors, so a second wrap of the same backbone skips the SVD.
 # QUICK mode times the last 2 blocks only.
 
 # %%
 SETUP_TARGETS = "last:2" if QUICK else "all"
 setup = []
 for name, (bb, M, classes) in loaded.items():
-    layers = len(core.select_targets(bb, SETUP_TARGETS))
+    layers = len(ensemble.select_targets(bb, SETUP_TARGETS))
     start = time.perf_counter()
-    core.wrap(bb, M, classes, targets=SETUP_TARGETS)  # in place: bb is not used after this
+    svem.wrap(bb, M, classes, targets=SETUP_TARGETS)  # in place: bb is not used after this
     setup.append({"backbone": name, "M": M, "targets": SETUP_TARGETS, "layers": layers,
                   "svd_setup_s": time.perf_counter() - start})
 setup = pd.DataFrame(setup).set_index("backbone")

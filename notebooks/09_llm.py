@@ -42,7 +42,7 @@ import importlib.util
 import nbtools as nb
 import pandas as pd
 
-from sve import backbones, core
+from sve import accounting, backbones
 
 QUICK = nb.quick_mode(QUICK)
 out = nb.outputs("09_llm", QUICK)
@@ -98,7 +98,8 @@ display_ood = nb.pm(ood, 100, digits=1)
 cost = run.cost("sve")
 trunk = backbones.load_backbone(config.backbone, **config.backbone_options)
 classes = run.logits("sve")[0].shape[2]
-everywhere = core.count_parameters(trunk, num_members=config.members, num_classes=classes, targets="all")
+everywhere = accounting.count_parameters(trunk, num_members=config.members, num_classes=classes,
+                                         targets="all")
 overhead = pd.DataFrame({"targets": [str(config.targets), "all"], "M": [config.members] * 2,
                          "base": [cost["base"], everywhere.base],
                          "overhead_pct": [cost["overhead_pct"], everywhere.overhead_pct]},

@@ -1,7 +1,7 @@
 """Shared plumbing of the paper notebooks: modes, output folders, runs, mean ± std tables, claims.
 
 No ML here: a notebook picks an experiment config (``configs/<notebook>.yaml``), runs it through
-``sve.runs`` and tabulates the run's ``metrics`` table; this module only saves each notebook the
+``sve.experiments`` and tabulates the run's ``metrics`` table; this module only saves each notebook the
 same boilerplate.
 
 Modes
@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from sve import runs
+from sve import experiments
 from sve.paths import project_root, runs_dir
 
 HERE = Path(__file__).resolve().parent
@@ -105,19 +105,19 @@ def config_path(name: str) -> Path:
 
 
 def load_config(name: str, quick: bool, quick_sizes: dict | None = None, **overrides: Any,
-                ) -> runs.ExperimentConfig:
+                ) -> experiments.ExperimentConfig:
     """The notebook's config: ``configs/<name>.yaml``, then in QUICK mode :data:`QUICK_SIZES`
     (updated by ``quick_sizes``) or in medium mode :data:`MEDIUM_SIZES`, then ``overrides``."""
-    data = runs.ExperimentConfig.load(config_path(name)).to_dict()
+    data = experiments.ExperimentConfig.load(config_path(name)).to_dict()
     if quick:
         data.update({**QUICK_SIZES, **(quick_sizes or {})})
     elif mode(quick) == "medium":
         data.update(MEDIUM_SIZES)
     data.update(overrides)
-    return runs.ExperimentConfig.from_dict(data)
+    return experiments.ExperimentConfig.from_dict(data)
 
 
-def describe(config: runs.ExperimentConfig, quick: bool = False) -> str:
+def describe(config: experiments.ExperimentConfig, quick: bool = False) -> str:
     """One paragraph stating the sizes of a config (printed at the top of each notebook)."""
     methods = ", ".join(s.label + (f" (M={s.members})" if s.members != config.members else "")
                         for s in config.method_specs())
@@ -137,40 +137,41 @@ def _progress(event: str, info: dict) -> None:
               f"(trained in {info.get('train_time_s', float('nan')):.0f} s)", flush=True)
 
 
-def finished_run(root: Path, config: runs.ExperimentConfig) -> Path | None:
+def finished_run(root: Path, config: experiments.ExperimentConfig) -> Path | None:
     """Newest complete run of exactly ``config`` under ``root``, or None."""
     fingerprint = config.fingerprint()
-    for item in runs.list_runs(root):
+    for item in experiments.list_runs(root):
         if item["state"] != "complete":
             continue
         try:
-            if runs.ExperimentConfig.load(Path(item["path"]) / "config.yaml").fingerprint() == fingerprint:
+            same = experiments.ExperimentConfig.load(Path(item["path"]) / "config.yaml").fingerprint()
+            if same == fingerprint:
                 return Path(item["path"])
         except Exception:  # an unreadable folder is simply not reused
             continue
     return None
 
 
-def run(config: runs.ExperimentConfig, out: Outputs, reuse: bool = True) -> runs.Run:
+def run(config: experiments.ExperimentConfig, out: Outputs, reuse: bool = True) -> experiments.Run:
     """Train (or, with ``reuse``, find an already finished run of) ``config``; return the Run.
 
-    An unfinished run of the same config is continued by ``sve.runs.run`` itself."""
+    An unfinished run of the same config is continued by ``sve.experiments.run`` itself."""
     folder = finished_run(out.runs, config) if reuse else None
     if folder is not None:
         print(f"reusing the finished run {folder}")
     else:
-        folder = runs.run(config, out_dir=out.runs, callbacks=[] if out.quick else [_progress])
-    return runs.load_run(folder)
+        folder = experiments.run(config, out_dir=out.runs, callbacks=[] if out.quick else [_progress])
+    return experiments.load_run(folder)
 
 
 # ------------------------------------------------------------------------------------------
 # tables
 
 
-def rows(run: runs.Run | pd.DataFrame, split: str = "test", member: str = "ensemble",
+def rows(run: experiments.Run | pd.DataFrame, split: str = "test", member: str = "ensemble",
          calibration: str | None = "none") -> pd.DataFrame:
     """Rows of a run's metrics table for one eval set / member / calibration (None = both)."""
-    table = run.metrics if isinstance(run, runs.Run) else run
+    table = run.metrics if isinstance(run, experiments.Run) else run
     keep = (table["split"] == split) & (table["member"] == member)
     if calibration is not None:
         keep &= table["calibration"] == calibration
@@ -206,7 +207,7 @@ def pm(summary: pd.DataFrame, scale: dict[str, float] | float = 1.0, digits: int
     return out
 
 
-def calibration_summary(run: runs.Run, out: Outputs, extra: Sequence[str] = (),
+def calibration_summary(run: experiments.Run, out: Outputs, extra: Sequence[str] = (),
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test-set accuracy / ECE / NLL / Brier (plus ``extra`` columns), mean ± std over seeds, raw
     and after temperature scaling. Saves the numeric summary (index: calibration, method) as the

@@ -16,17 +16,19 @@ __version__ = "0.1.0"
 
 #: public name -> submodule that defines it
 _LAZY = {
-    "wrap": "sve.core",
-    "save": "sve.core",
-    "load": "sve.core",
-    "merge": "sve.core",
-    "count_parameters": "sve.core",
-    "spectra": "sve.core",
+    "wrap": "sve.methods",
+    "build": "sve.methods",
+    "spectra": "sve.methods",
+    "save": "sve.io",
+    "load": "sve.io",
+    "merge": "sve.ensemble",
+    "count_parameters": "sve.accounting",
     "fit": "sve.train",
     "predict": "sve.train",
 }
 _SUBMODULES = {
-    "backbones", "data", "core", "train", "metrics", "calibration", "plots", "methods", "runs", "paths",
+    "backbones", "data", "ensemble", "methods", "io", "accounting", "train", "metrics", "calibration",
+    "plots", "experiments", "paths",
 }
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)

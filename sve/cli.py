@@ -80,7 +80,7 @@ def _one_line(err: BaseException) -> str:
 
 
 class Progress:
-    """A ``sve.runs`` callback drawing one tqdm bar per method × seed (on stderr)."""
+    """A ``sve.experiments`` callback drawing one tqdm bar per method × seed (on stderr)."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -116,15 +116,16 @@ class Progress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sve import runs
+    from sve import experiments
 
     target = Path(args.config)
-    config = runs.as_config(target)
+    config = experiments.as_config(target)
     if args.set:
         config = config.with_overrides(args.set)
     out = target if target.is_dir() else args.out
-    path = runs.run(config, out_dir=out, callbacks=[Progress(not args.no_progress)], resume=not args.new)
-    state = runs.read_status(path).get("state")
+    progress = Progress(not args.no_progress)
+    path = experiments.run(config, out_dir=out, callbacks=[progress], resume=not args.new)
+    state = experiments.read_status(path).get("state")
     print(path)
     if state != "complete":
         print(f"sve: run is {state}; continue it with: python -m sve run {path}", file=sys.stderr)
@@ -163,9 +164,9 @@ def summary_table(metrics: Any) -> Any:
 def cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from sve import runs
+    from sve import experiments
 
-    run = runs.load_run(args.run)
+    run = experiments.load_run(args.run)
     if run.metrics.empty:
         print(f"sve: run {run.path} has no finished method yet (state: {run.status.get('state')})",
               file=sys.stderr)
@@ -188,11 +189,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from sve import runs
+    from sve import experiments
     from sve.paths import runs_dir
 
     root = Path(args.root) if args.root else runs_dir()
-    items = runs.list_runs(root)
+    items = experiments.list_runs(root)
     if not items:
         print(f"no runs under {root}")
         return 0

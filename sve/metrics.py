@@ -725,7 +725,7 @@ def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def spectrum_diversity(spectra: Spectra, top_k: int = 5) -> dict[str, LayerSpectrum]:
     """Per-layer σ-spectrum diversity from ``{layer: (sigma (M, r), sigma0 (r,))}`` (the mapping
-    ``sve.core.spectra(model)`` returns). See :class:`LayerSpectrum` for the fields."""
+    ``sve.methods.spectra(model)`` returns). See :class:`LayerSpectrum` for the fields."""
     out = {}
     for name in spectra:
         sigma, sigma0 = _spectrum(name, spectra[name])

@@ -615,7 +615,7 @@ def spectrum_history(
     items = sorted(history.items() if isinstance(history, Mapping) else history, key=lambda t: t[0])
     if not items:
         raise DataError(
-            "spectrum_history: the history is empty; record (step, sve.core.spectra(model)) pairs."
+            "spectrum_history: the history is empty; record (step, sve.methods.spectra(model)) pairs."
         )
     steps = [t[0] for t in items]
     dev = np.stack([metrics.spectrum_deviation(s, layer) for _, s in items]) * 100

@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from sve.core import EnsembleModel, _unwrap, save
+from sve.ensemble import EnsembleModel, unwrap
 from sve.errors import ConfigError, DataError, TrainingError
+from sve.io import save
 
 Callback = Callable[[str, dict], Any]
 
@@ -85,7 +86,7 @@ def _split(model: nn.Module, batch: Any, need_labels: bool) -> tuple[dict[str, T
     if not isinstance(batch, dict):
         raise DataError(f"batches must be dicts of tensors (pixel_values / input_ids, labels), got "
                         f"{type(batch).__name__}; sve.data.prepare(ds, backbone) makes them.")
-    names = _unwrap(model).input_names
+    names = unwrap(model).input_names
     labels = batch.get("labels")
     if need_labels and not isinstance(labels, Tensor):
         raise DataError(f"the batch has no 'labels' tensor (keys {sorted(batch)}).")
@@ -204,7 +205,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
     from tqdm.auto import tqdm
 
-    core = _unwrap(model)
+    core = unwrap(model)
     if sigma_decay not in ("zero", "pretrained"):
         raise ConfigError(f"sigma_decay={sigma_decay!r}: use 'zero' (AdamW, the authors) or 'pretrained'.")
     if schedule not in ("epoch", "step"):

@@ -1,7 +1,7 @@
 """Shared test set-up: offline, deterministic, few threads.
 
 Fixtures that load real backbones are session-scoped so each is converted once per run.
-Treat them as read-only: a test that changes a trunk (e.g. ``sve.core.wrap`` in place) must work
+Treat them as read-only: a test that changes a trunk (e.g. ``sve.methods.wrap`` in place) must work
 on ``copy.deepcopy(backbone)``.
 
 Backbone fixtures (``sve.backbones.Backbone``, frozen, eval mode):

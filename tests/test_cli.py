@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sve import runs
+from sve import experiments
 from sve.cli import main
+from sve.errors import ConfigError
 
 TINY = dict(name="cli", backbone="dinov2-small", image_size=28, dataset="mnist5k", ood=["animal-mnist"],
             methods=["sve"], members=2, targets="last:2", epochs=1, warmup_epochs=0, batch_size=16,
@@ -44,7 +45,7 @@ def cli_run(tmp_path_factory):
 def test_run_writes_a_run_folder_with_the_overrides(cli_run):
     root, path, stderr = cli_run
     assert path.parent == root and (path / "sve" / "seed0" / "done.json").is_file()
-    assert runs.load_run(path).config.epochs == 1  # --set epochs=1 beat the file's 3
+    assert experiments.load_run(path).config.epochs == 1  # --set epochs=1 beat the file's 3
     assert "sve seed0" in stderr and "2/2" in stderr  # the progress bar: 32 images / batch 16
     assert "done (accuracy" in stderr
 
@@ -71,7 +72,7 @@ def test_report_prints_the_table(cli_run, capsys):
 def test_report_exports_every_figure(cli_run, capsys):
     _, path, _ = cli_run
     assert main(["report", str(path)]) == 0
-    names = set(runs.load_run(path).figures())
+    names = set(experiments.load_run(path).figures())
     figures = path / "figures"
     for name in names:
         png, svg, pdf = (figures / f"{name}.{ext}" for ext in ("png", "svg", "pdf"))
@@ -108,7 +109,7 @@ def test_errors_are_one_line_with_exit_code_2(args, message, tmp_path, capsys):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(runs.ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         main(["run", str(tmp_path / "missing.yaml"), "--debug"])
 
 

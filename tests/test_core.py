@@ -1,4 +1,4 @@
-"""sve.core: one battery of checks over a table of backbones (PEFT-style), plus bad input.
+"""sve.ensemble + sve.methods.sve: one battery over a table of backbones (PEFT-style), plus bad input.
 
 Cases: tiny random timm ViT, HF BERT (padding mask), HF Llama (last-token pooling), timm ResNet
 (3×3 and 1×1 convs, stride 2), and the real offline dinov2-small (28 px), minilm-l3 and
@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 import sve
-from sve import core
+from sve import accounting, ensemble, io
 from sve.backbones import from_model, load_backbone
 from sve.errors import ConfigError, DataError, MissingAssetError
+from sve.methods import sve as svem
 
 M, C = 3, 4
 
@@ -86,12 +87,12 @@ def _build(name: str, request: pytest.FixtureRequest | None = None) -> tuple:
 
 
 @functools.cache
-def _wrapped(name: str, **kw) -> core.EnsembleModel:
+def _wrapped(name: str, **kw) -> ensemble.EnsembleModel:
     """A cached wrap for tests that do not change the model (tests that do build their own)."""
     return _wrap(name, **kw)
 
 
-def _wrap(name: str, **kw) -> core.EnsembleModel:
+def _wrap(name: str, **kw) -> ensemble.EnsembleModel:
     bb, _ = _build(name)
     kw = {"num_members": M, "num_classes": C, "targets": CASES[name][1], "seed": 0, **kw}
     return sve.wrap(bb, **kw)
@@ -160,7 +161,7 @@ def test_dense_equals_factored(name, request):
     outs = {}
     try:
         for mode in ("dense", "factored"):
-            core.set_mode(model, mode)
+            svem.set_mode(model, mode)
             model.zero_grad()
             logits = model(**x)
             logits.pow(2).mean().backward()
@@ -168,7 +169,7 @@ def test_dense_equals_factored(name, request):
             with torch.no_grad():
                 outs[mode] = (logits.detach(), grads, model(**x))
     finally:
-        core.set_mode(model, "auto")
+        svem.set_mode(model, "auto")
         model.zero_grad()
     (ld, gd, ed), (lf, gf, ef) = outs["dense"], outs["factored"]
     assert _rel(ld, lf) < 1e-5 and _rel(ed, ef) < 1e-5 and _rel(gd, gf) < 1e-4
@@ -179,8 +180,8 @@ def test_dense_equals_factored(name, request):
 def test_save_load_round_trip(name, tmp_path, request):
     bb, x = _build(name, request)
     model = _wrapped(name)
-    path = core.save(model, tmp_path / "adapter.safetensors")
-    loaded = core.load(bb, path)
+    path = io.save(model, tmp_path / "adapter.safetensors")
+    loaded = io.load(bb, path)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     for n, p in loaded.named_parameters():
         assert p.requires_grad == (n in trainable)
@@ -199,8 +200,8 @@ def test_merge_reproduces_member(name, request):
     with torch.no_grad():
         logits = model(**x)
         for m in (0, M - 1):
-            merged = core.merge(model, m)
-            assert not any(isinstance(mod, core.EnsembleLayer) for mod in merged.modules())
+            merged = ensemble.merge(model, m)
+            assert not any(isinstance(mod, ensemble.EnsembleLayer) for mod in merged.modules())
             assert merged.trunk.state_dict().keys() == bb.model.state_dict().keys()
             out = merged(**x)
             assert out.shape == (logits.shape[0], C)
@@ -213,7 +214,7 @@ def test_merge_reproduces_member(name, request):
 def test_last_k_equals_full_wrap_restricted(name, request):
     bb, x = _build(name, request)
     last = bb.blocks[-1]
-    names = [n for n in core.candidates(bb.model) if n.startswith(last + ".")]
+    names = [n for n in ensemble.candidates(bb.model) if n.startswith(last + ".")]
     if not names:
         pytest.skip("the last block has no supported layer")
     a = _wrapped(name, targets="last:1")
@@ -257,7 +258,7 @@ def test_cache_is_used_and_invalidated_when_sigma_changes():
     with torch.no_grad():
         second = model(**x)
     assert layer._cache[1] is not W and not torch.equal(second, first)
-    core.set_mode(model, "factored")
+    svem.set_mode(model, "factored")
     with torch.no_grad():
         assert _rel(model(**x), second) < 1e-5
     model(**x)  # a training forward drops the cached dense weights (they are stale after a step)
@@ -265,7 +266,7 @@ def test_cache_is_used_and_invalidated_when_sigma_changes():
 
 
 def test_auto_mode_picks_from_shapes():
-    layer = core.SVELayer(nn.Linear(64, 64), num_members=4)
+    layer = svem.SVELayer(nn.Linear(64, 64), num_members=4)
     few, many = torch.randn(4, 64), torch.randn(4, 4096, 64)
     assert not layer.use_dense(few)  # building 4 dense 64×64 weights costs more than 4 rows
     assert layer.use_dense(many)  # W x (d²) beats U(σ⊙Vᵀx) (2d²) once the build is amortised
@@ -276,7 +277,7 @@ def test_auto_mode_picks_from_shapes():
 def test_sve_layer_matches_the_math():
     torch.manual_seed(0)
     lin = nn.Linear(6, 5)
-    layer = core.SVELayer(lin, num_members=2, init_std=0.1, generator=torch.Generator().manual_seed(0))
+    layer = svem.SVELayer(lin, num_members=2, init_std=0.1, generator=torch.Generator().manual_seed(0))
     U, s, Vh = torch.linalg.svd(lin.weight.detach(), full_matrices=False)
     assert torch.allclose(layer.sigma0, s)
     eps = layer.sve_sigma / s - 1
@@ -300,7 +301,7 @@ def test_sve_layer_matches_the_math():
 def test_conv_layer_paths_match_per_member_convs(conv):
     torch.manual_seed(0)
     module = nn.Conv2d(**conv)
-    layer = core.SVELayer(module, num_members=2, init_std=0.05, generator=torch.Generator().manual_seed(1))
+    layer = svem.SVELayer(module, num_members=2, init_std=0.05, generator=torch.Generator().manual_seed(1))
     x = torch.randn(2 * 3, module.in_channels, 9, 8)
     ref = torch.cat([layer.merged(m)(x[3 * m:3 * (m + 1)]) for m in range(2)])
     for mode in ("dense", "factored"):
@@ -310,7 +311,7 @@ def test_conv_layer_paths_match_per_member_convs(conv):
 
 def test_depthwise_convs_are_skipped():
     model = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 4, 1), nn.Linear(4, 4))
-    assert core.candidates(model) == ["1", "2"]
+    assert ensemble.candidates(model) == ["1", "2"]
 
 
 def test_softplus_positivity():
@@ -356,20 +357,21 @@ def test_fan_out_point_and_trunk_modes():
 
 def test_targets_attention_mlp_and_patterns():
     bb, _ = _build("bert")
-    attn = set(core.select_targets(bb, "attention"))
-    mlp = set(core.select_targets(bb, "mlp"))
+    attn = set(ensemble.select_targets(bb, "attention"))
+    mlp = set(ensemble.select_targets(bb, "mlp"))
     assert attn and mlp and not attn & mlp
-    assert attn | mlp == set(core.select_targets(bb, "all"))
+    assert attn | mlp == set(ensemble.select_targets(bb, "all"))
     assert all("attention" in n for n in attn)
-    assert core.select_targets(bb, ["query"]) == [f"encoder.layer.{i}.attention.self.query" for i in range(3)]
-    assert set(core.select_targets(bb, ["encoder.layer.0.*"])) == {n for n in attn | mlp
+    expected = [f"encoder.layer.{i}.attention.self.query" for i in range(3)]
+    assert ensemble.select_targets(bb, ["query"]) == expected
+    assert set(ensemble.select_targets(bb, ["encoder.layer.0.*"])) == {n for n in attn | mlp
                                                                    if n.startswith("encoder.layer.0.")}
 
 
 def test_spectra():
     bb, x = _build("vit")
     model = _wrapped("vit")
-    spec = core.spectra(model)
+    spec = svem.spectra(model)
     assert set(spec) == set(model.layers())
     qkv = bb.model.blocks[0].attn.qkv.weight
     sigma, sigma0 = spec["blocks.0.attn.qkv"]
@@ -394,21 +396,21 @@ def _bert_like(d: int, layers: int, device: str = "cpu"):
 def test_count_matches_the_paper_formula_on_a_bert_like_config():
     d, L, members = 64, 2, 8
     bb = _bert_like(d, L)
-    est = core.count_parameters(bb, num_members=members)
+    est = accounting.count_parameters(bb, num_members=members)
     # per member and layer: σ of Q, K, V, O, FFN1, FFN2 (6d) + their biases (4d + 4d + d)
     assert est.sigma == members * L * 6 * d and est.bias == members * L * 9 * d
     block_weights = L * 12 * d * d  # Q, K, V, O (4d²) + FFN (8d²)
     extra = (est.sigma + est.bias) * (members - 1) / members
     assert math.isclose(extra / block_weights, (members - 1) * 5 / (4 * d))
     model = sve.wrap(bb, members, C)  # the real count of a wrapped model agrees with the estimate
-    real = core.count_parameters(model)
+    real = accounting.count_parameters(model)
     assert (real.sigma, real.bias, real.base) == (est.sigma, est.bias, est.base)
     assert real.heads == members * (d + 1) * C and real.trainable == sum(
         p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def test_bert_base_overhead_is_about_one_percent():
-    est = core.count_parameters(_bert_like(768, 12, device="meta"), num_members=8)
+    est = accounting.count_parameters(_bert_like(768, 12, device="meta"), num_members=8)
     assert 0.95 < est.overhead_pct < 1.05  # the README: "~1.0 %" for BERT-base, M = 8
 
 
@@ -417,10 +419,10 @@ def test_vit_s_and_minilm_overhead_below_one_percent(minilm_l3):
 
     with torch.device("meta"):
         vits = from_model(timm.create_model("vit_small_patch16_224", num_classes=0))
-    v = core.count_parameters(vits, num_members=4, num_classes=102)
+    v = accounting.count_parameters(vits, num_members=4, num_classes=102)
     assert v.sigma + v.bias == 4 * 12 * 13 * 384  # 13d per block and member (paper.md §4)
     assert v.extra_members_pct < 1 and v.overhead_pct < 1.2
-    m = core.count_parameters(minilm_l3, num_members=4)
+    m = accounting.count_parameters(minilm_l3, num_members=4)
     assert m.overhead_pct < 1 and m.extra_members_pct < 1
 
 
@@ -445,7 +447,7 @@ def test_bad_options():
     with pytest.raises(ConfigError, match="already wrapped"):
         sve.wrap(_wrapped("vit"), 2, C)
     with pytest.raises(ConfigError, match="member"):
-        core.merge(_wrapped("vit"), M)
+        ensemble.merge(_wrapped("vit"), M)
 
 
 def test_targets_matching_nothing_lists_the_layers():
@@ -481,16 +483,16 @@ def test_bad_text_input():
 
 
 def test_load_refuses_another_backbone_and_bad_files(tmp_path):
-    path = core.save(_wrapped("vit"), tmp_path / "a.safetensors")
+    path = io.save(_wrapped("vit"), tmp_path / "a.safetensors")
     with pytest.raises(ConfigError, match="fingerprint"):
-        core.load(tiny.vit(seed=1), path)
+        io.load(tiny.vit(seed=1), path)
     with pytest.raises(FileNotFoundError, match="no adapter"):
-        core.load(_build("vit")[0], tmp_path / "missing.safetensors")
+        io.load(_build("vit")[0], tmp_path / "missing.safetensors")
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(DataError, match="not an sve adapter"):
-        core.load(_build("vit")[0], tmp_path / "other.safetensors")
+        io.load(_build("vit")[0], tmp_path / "other.safetensors")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -508,15 +510,15 @@ def test_merge_dispatches_to_deep_ensemble_and_refuses_mc_dropout_samples():
         z = deep(**x)
         assert not torch.allclose(z[:, 0], z[:, 1], atol=1e-4)
         for m in range(2):
-            torch.testing.assert_close(core.merge(deep, m)(**x), z[:, m], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(ensemble.merge(deep, m)(**x), z[:, m], atol=1e-5, rtol=1e-4)
     with pytest.raises(ConfigError, match="member"):
-        core.merge(deep, 2)
+        ensemble.merge(deep, 2)
     mc = methods.build("mc_dropout", bb, 3, C, seed=0, rate=0.2)
     with torch.no_grad():  # m = 0 is the network itself, dropout off
-        single = core.merge(mc, 0)
+        single = ensemble.merge(mc, 0)
         assert torch.equal(single(**x), single(**x))
     with pytest.raises(ConfigError, match="no weights of its own.*merge\\(model, 0\\)"):
-        core.merge(mc, 1)
+        ensemble.merge(mc, 1)
 
 
 def test_count_files_per_member_biases_under_bias():
@@ -524,12 +526,12 @@ def test_count_files_per_member_biases_under_bias():
 
     bb = _build("vit")[0]
     be = methods.build("batch_ensemble", bb, 2, C, seed=0)
-    count = core.count_parameters(be)
+    count = accounting.count_parameters(be)
     layers = be.layers().values()
     assert count.bias == sum(la.be_bias.numel() for la in layers if la.be_bias is not None) > 0
     assert count.other == sum(la.be_r.numel() + la.be_s.numel() for la in layers)
     assert count.trainable == sum(p.numel() for p in be.parameters() if p.requires_grad)
-    deep = core.count_parameters(methods.build("deep_ensemble", bb, 2, C, seed=0))
+    deep = accounting.count_parameters(methods.build("deep_ensemble", bb, 2, C, seed=0))
     assert deep.bias == 0 and deep.other == 2 * deep.base  # trunk biases are trunk weights
 
 
@@ -546,7 +548,7 @@ def test_path_functions_have_exact_gradients(fn, bias):
     x = torch.randn(M, T, i, generator=gen, dtype=torch.float64, requires_grad=True)
     sigma = (s * (1 + 0.1 * torch.randn(M, s.numel(), generator=gen, dtype=torch.float64))).requires_grad_()
     b = torch.randn(M, o, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
-    f = getattr(core, fn).apply
+    f = getattr(svem, fn).apply
     assert torch.autograd.gradcheck(lambda *a: f(*a, U, Vh), (x, sigma, b))
     W = torch.einsum("or,mr,ri->moi", U, sigma, Vh)  # the authors' dense rebuild as the reference
     ref = torch.einsum("mti,moi->mto", x, W) + (b[:, None] if bias else 0)
@@ -557,7 +559,7 @@ def test_path_functions_have_exact_gradients(fn, bias):
 
 
 def test_dense_training_keeps_no_member_weights_for_the_backward():
-    layer = core.SVELayer(nn.Linear(48, 48), num_members=4, mode="dense")
+    layer = svem.SVELayer(nn.Linear(48, 48), num_members=4, mode="dense")
     x = torch.randn(4 * 10, 48, requires_grad=True)
     saved: list[torch.Tensor] = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
@@ -568,20 +570,20 @@ def test_dense_training_keeps_no_member_weights_for_the_backward():
 
 
 def test_auto_training_choice_follows_the_cost_model():
-    sq = core.SVELayer(nn.Linear(64, 64), num_members=4)
-    wide = core.SVELayer(nn.Linear(64, 256), num_members=4)  # a 4:1 MLP layer
+    sq = svem.SVELayer(nn.Linear(64, 64), num_members=4)
+    wide = svem.SVELayer(nn.Linear(64, 256), num_members=4)  # a 4:1 MLP layer
     long = torch.randn(4 * 1024, 64, requires_grad=True)  # T = 1024 rows per member ≫ 3·64
     short = torch.randn(4 * 64, 64, requires_grad=True)
     assert sq.use_dense(long) and not sq.use_dense(short)
     assert not wide.use_dense(long)  # factored: 2·r·(in+out)+… < 3·in·out
-    d, f = core.path_costs(4 * 1024, 4, 256, 64, 64, train=True)
+    d, f = svem.path_costs(4 * 1024, 4, 256, 64, 64, train=True)
     assert f < d < 1.1 * 3 * 4 * 1024 * 256 * 64  # factored beats the limit's 3·R·out·in here
     with torch.no_grad():
         assert wide.use_dense(long)  # evaluation: cached dense weights are never slower
 
 
 def test_bf16_autocast_runs_both_paths():
-    layer = core.SVELayer(nn.Linear(32, 16), num_members=2)
+    layer = svem.SVELayer(nn.Linear(32, 16), num_members=2)
     x = torch.randn(2 * 5, 32, requires_grad=True)
     ref = layer(x)
     for mode in ("dense", "factored"):
@@ -597,7 +599,7 @@ def test_bf16_autocast_runs_both_paths():
 def test_gram_svd_matches_lapack(shape):
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(shape, generator=gen, dtype=torch.float64)
-    U, s, Vh = core._gram_svd(w)
+    U, s, Vh = svem.gram_svd(w)
     torch.testing.assert_close(s, torch.linalg.svdvals(w))
     torch.testing.assert_close((U * s) @ Vh, w)
     eye = torch.eye(s.numel(), dtype=torch.float64)
@@ -607,11 +609,50 @@ def test_gram_svd_matches_lapack(shape):
     Q2, _ = torch.linalg.qr(torch.randn(shape[1], s.numel(), generator=gen, dtype=torch.float64))
     s_ill = torch.logspace(0, -5, s.numel(), dtype=torch.float64)  # κ = 1e5: the QR-corrected route
     ill = (Q1 * s_ill) @ Q2.T
-    U, s, Vh = core._gram_svd(ill)
+    U, s, Vh = svem.gram_svd(ill)
     torch.testing.assert_close(s, s_ill, rtol=1e-5, atol=0)
     torch.testing.assert_close((U * s) @ Vh, ill, rtol=0, atol=1e-12)
     torch.testing.assert_close(U.T @ U, eye, rtol=0, atol=1e-12)
     low = w[:, :1] @ w[:1, :]  # rank 1: the Gram route would divide by 0, gesdd takes over
-    U, s, Vh = core._gram_svd(low)
+    U, s, Vh = svem.gram_svd(low)
     assert torch.isfinite(U).all() and torch.isfinite(Vh).all()
     torch.testing.assert_close((U * s) @ Vh, low)
+
+
+def test_eval_cache_follows_a_fused_optimizer_step():
+    """A fused AdamW step changes σ without bumping its version counter: an evaluation before the
+    step must not be served again after it."""
+    model = sve.wrap(tiny.vit(depth=2), 2, 3, seed=0)
+    svem.set_mode(model, "dense")
+    x = torch.randn(2, 3, 32, 32)
+    model.train()
+    model(x).logsumexp(-1).sum().backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=0.05, fused=True)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+        opt.step()
+        after = model(x)
+        for layer in model.layers().values():
+            layer.clear_cache()
+        fresh = model(x)
+    assert not torch.allclose(before, fresh)
+    torch.testing.assert_close(after, fresh)
+
+
+def test_position_ids_reach_the_backbone():
+    """``position_ids`` (accepted by the ensemble model) are passed to a backbone that takes them."""
+    bb = tiny.bert(layers=2)
+    model = sve.wrap(bb, 2, 3, seed=0)
+    ids = torch.randint(5, 100, (2, 6))
+    mask = torch.ones_like(ids)
+    positions = torch.arange(6).expand(2, 6)
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask)
+        same = model(input_ids=ids, attention_mask=mask, position_ids=positions)
+        shifted = model(input_ids=ids, attention_mask=mask, position_ids=positions + 3)
+    torch.testing.assert_close(same, plain)
+    assert not torch.allclose(shifted, plain)
+    with pytest.raises(DataError, match="position_ids"):
+        model(input_ids=ids, attention_mask=mask, position_ids=positions[:, :3])

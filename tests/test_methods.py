@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import sve
-from sve import core, methods
+from sve import ensemble, methods
 from sve.errors import ConfigError, UnknownNameError
+from sve.methods import deep_ensemble
 from sve.train import fit, predict
 
 M, C = 2, 4
@@ -109,7 +110,7 @@ def _expected_count(name: str, opts: dict, bb, members: int) -> int:
     """Trainable parameters by the formulas of the sve.methods docstring."""
     trunk, n_heads = bb.model, 1 if name == "mc_dropout" else members  # MC dropout: one head
     base, heads = sum(p.numel() for p in trunk.parameters()), n_heads * (bb.feature_dim + 1) * C
-    layers = [trunk.get_submodule(n) for n in core.select_targets(bb, "all")]
+    layers = [trunk.get_submodule(n) for n in ensemble.select_targets(bb, "all")]
     has_bias = lambda mod: mod.bias is not None
     fan_in = lambda mod: mod.weight[0].numel()
     per_layer = {
@@ -354,8 +355,8 @@ def test_deep_ensemble_vmap_matches_loop_and_merge_on_text_and_conv():
     # the GPU-only workarounds leave the CPU path alone, also under CPU autocast
     cpu = torch.device("cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not methods._gpu_autocast(cpu)
-    assert isinstance(methods._vmap_safe_attention(cpu), contextlib.nullcontext)
+        assert not deep_ensemble._gpu_autocast(cpu)
+    assert isinstance(deep_ensemble._vmap_safe_attention(cpu), contextlib.nullcontext)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""sve.runs: config validation, atomic files, run folders, a real tiny run, stop / kill / resume.
+"""sve.experiments: config validation, atomic files, run folders, a real tiny run, stop / kill / resume.
 
 The real runs use the smallest real setting: DINOv2-S at 28 px (4 patch tokens), SVE on the last 2
 blocks (8 SVDs instead of 48), 64 train / 32 val / 32 test / 32 OOD MNIST-5k images, 1 epoch, M = 2;
@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sve import runs
+from sve import experiments
 from sve.errors import ConfigError, SVEError
+from sve.experiments import ExperimentConfig
 from sve.train import StopTraining
 
 TINY = dict(name="tiny", backbone="dinov2-small", image_size=28, dataset="mnist5k", ood=["animal-mnist"],
@@ -35,7 +36,7 @@ TINY = dict(name="tiny", backbone="dinov2-small", image_size=28, dataset="mnist5
 
 
 def test_config_round_trip_yaml_and_json(tmp_path):
-    config = runs.ExperimentConfig(
+    config = ExperimentConfig(
         name="rt", backbone_options={"random": True}, holdout=["8", "9"], shifts=["contrast"], severities=[2],
         methods=["single", {"name": "sve", "label": "sve-std0.1", "members": 8, "lr": 3e-3,
                             "sigma_decay": "pretrained", "options": {"init_std": 0.1}}],
@@ -45,33 +46,33 @@ def test_config_round_trip_yaml_and_json(tmp_path):
         path = config.save(tmp_path / f"c{suffix}")
         text = path.read_text()
         assert "format_version" in text
-        back = runs.ExperimentConfig.load(path)
+        back = ExperimentConfig.load(path)
         assert back == config and back.fingerprint() == config.fingerprint()
-    assert json.loads((tmp_path / "c.json").read_text())["format_version"] == runs.FORMAT_VERSION
+    assert json.loads((tmp_path / "c.json").read_text())["format_version"] == experiments.FORMAT_VERSION
     single, spec = config.method_specs()
     assert (spec.label, spec.members, spec.lr, spec.epochs) == ("sve-std0.1", 8, 3e-3, config.epochs)
     assert (spec.sigma_decay, spec.combine, single.sigma_decay, single.combine) == (
         "pretrained", "logit", "zero", "logit")  # per-method values, else the run's
     assert single.members == config.members
-    assert runs.ExperimentConfig(seeds=[1]).fingerprint() != runs.ExperimentConfig(seeds=[2]).fingerprint()
+    assert ExperimentConfig(seeds=[1]).fingerprint() != ExperimentConfig(seeds=[2]).fingerprint()
 
 
 def test_unknown_keys_are_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config field 'epoch' \(did you mean 'epochs'\?\).*seeds"):
-        runs.ExperimentConfig.from_dict({"epoch": 3})
+        ExperimentConfig.from_dict({"epoch": 3})
     with pytest.raises(ConfigError, match=r"'methods\[0\]\.option'.*did you mean 'options'"):
-        runs.ExperimentConfig(methods=[{"name": "sve", "option": {}}])
+        ExperimentConfig(methods=[{"name": "sve", "option": {}}])
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nbatchsize: 8\n")
     with pytest.raises(ConfigError, match="'batchsize'.*did you mean 'batch_size'"):
-        runs.ExperimentConfig.load(bad)
+        ExperimentConfig.load(bad)
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        runs.ExperimentConfig.load(bad)
+        ExperimentConfig.load(bad)
     with pytest.raises(ConfigError, match="does not exist"):
-        runs.ExperimentConfig.load(tmp_path / "nope.yaml")
+        ExperimentConfig.load(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="format_version 7, but this sve reads format_version 1"):
-        runs.ExperimentConfig.from_dict({"format_version": 7, "name": "future"})
+        ExperimentConfig.from_dict({"format_version": 7, "name": "future"})
 
 
 @pytest.mark.parametrize("field, value, allowed", [
@@ -92,22 +93,22 @@ def test_unknown_keys_are_refused_by_name(tmp_path):
 ])
 def test_invalid_values_name_the_field_and_the_allowed_values(field, value, allowed):
     with pytest.raises(ConfigError, match=rf"'{field}' = .* is invalid.*allowed values are .*{allowed}"):
-        runs.ExperimentConfig(**{field: value})
+        ExperimentConfig(**{field: value})
 
 
 def test_config_cross_field_errors():
     with pytest.raises(ConfigError, match=r"'ood\[0\]' = 'mnist5k' is the ID dataset itself"):
-        runs.ExperimentConfig(dataset="mnist5k", ood=["mnist5k"])
+        ExperimentConfig(dataset="mnist5k", ood=["mnist5k"])
     with pytest.raises(ConfigError, match="two entries labelled 'sve'.*distinct 'label'"):
-        runs.ExperimentConfig(methods=["sve", {"name": "sve", "options": {"init_std": 0.1}}])
+        ExperimentConfig(methods=["sve", {"name": "sve", "options": {"init_std": 0.1}}])
     with pytest.raises(ConfigError, match=r"'methods\[0\]\.combine' = 'mean' is invalid.*'prob', 'logit'"):
-        runs.ExperimentConfig(methods=[{"name": "sve", "combine": "mean"}])
+        ExperimentConfig(methods=[{"name": "sve", "combine": "mean"}])
     with pytest.raises(ConfigError, match=r"'methods\[0\]\.label'.*names a folder"):
-        runs.ExperimentConfig(methods=[{"name": "sve", "label": "a/b"}])
+        ExperimentConfig(methods=[{"name": "sve", "label": "a/b"}])
 
 
 def test_overrides():
-    config = runs.ExperimentConfig().with_overrides(["epochs=2", "backbone_options.random=true", "lr=1e-4",
+    config = ExperimentConfig().with_overrides(["epochs=2", "backbone_options.random=true", "lr=1e-4",
                                                       "methods=[sve, svf]"])
     assert (config.epochs, config.backbone_options, config.lr, config.methods) == (
         2, {"random": True}, 1e-4, ["sve", "svf"])
@@ -121,37 +122,38 @@ def test_overrides():
 
 def test_names_are_checked_against_the_registries():
     with pytest.raises(ConfigError, match="'backbone' = 'dinov2-smal'.*did you mean 'dinov2-small'"):
-        runs.ExperimentConfig(backbone="dinov2-smal").check_names()
+        ExperimentConfig(backbone="dinov2-smal").check_names()
     with pytest.raises(ConfigError, match=r"'shifts\[0\]' = 'fog'.*'gaussian_noise'"):
-        runs.ExperimentConfig(shifts=["fog"]).check_names()
+        ExperimentConfig(shifts=["fog"]).check_names()
     with pytest.raises(ConfigError, match=r"'methods\[0\]\.name' = 'svee'.*'sve'"):
-        runs.ExperimentConfig(methods=["svee"]).check_names()
+        ExperimentConfig(methods=["svee"]).check_names()
     with pytest.raises(ConfigError, match=r"'ood\[0\]' = 'cifar10'.*'animal-mnist'"):
-        runs.ExperimentConfig(ood=["cifar10"]).check_names()
+        ExperimentConfig(ood=["cifar10"]).check_names()
     with pytest.raises(ConfigError, match=r"method 'sve' has no option 'rnak'.*init_std"):
-        runs.ExperimentConfig(methods=[{"name": "sve", "options": {"rnak": 4}}]).check_names()
+        ExperimentConfig(methods=[{"name": "sve", "options": {"rnak": 4}}]).check_names()
     with pytest.raises(ConfigError, match="sets 'seed': use the run-level 'seeds'"):
-        runs.ExperimentConfig(methods=[{"name": "sve", "options": {"seed": 4}}]).check_names()
-    runs.ExperimentConfig(backbone="timm:resnet18", ood=[]).check_names()  # pass-through names are fine
+        ExperimentConfig(methods=[{"name": "sve", "options": {"seed": 4}}]).check_names()
+    ExperimentConfig(backbone="timm:resnet18", ood=[]).check_names()  # pass-through names are fine
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
-    config = runs.ExperimentConfig.load(path)
+    config = ExperimentConfig.load(path)
     config.check_names()
     assert config.name == path.stem.replace("_", "-")
 
 
 def test_method_options():
-    config = runs.ExperimentConfig(targets="attention", init_std=0.05,
+    config = ExperimentConfig(targets="attention", init_std=0.05,
                                    methods=["sve", "lora_ensemble", "single", {"name": "svf", "options":
                                                                               {"init_std": 0.2}}])
     sve, lora, single, svf = config.method_specs()
-    assert runs.method_options(sve, 3, config) == {"seed": 3, "targets": "attention", "init_std": 0.05}
-    assert runs.method_options(lora, 3, config) == {"seed": 3, "targets": "attention"}  # its own init_std
-    assert runs.method_options(single, 3, config) == {"seed": 3}
-    assert runs.method_options(svf, 3, config)["init_std"] == 0.2
+    assert experiments.method_options(sve, 3, config) == {"seed": 3, "targets": "attention", "init_std": 0.05}
+    # its own init_std
+    assert experiments.method_options(lora, 3, config) == {"seed": 3, "targets": "attention"}
+    assert experiments.method_options(single, 3, config) == {"seed": 3}
+    assert experiments.method_options(svf, 3, config)["init_std"] == 0.2
 
 
 # ------------------------------------------------------------------------------------------
@@ -159,17 +161,17 @@ def test_method_options():
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
-    path = runs.atomic_write(tmp_path / "f.json", "old")
+    path = experiments.atomic_write(tmp_path / "f.json", "old")
 
     def crash(f):
         f.write(b"half a fi")
         raise RuntimeError("killed mid-write")
 
     with pytest.raises(RuntimeError):
-        runs.atomic_write(path, crash)
+        experiments.atomic_write(path, crash)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary left behind
-    runs.write_npz(tmp_path / "a.npz", {"x": np.arange(3), "ood:y": np.ones((2, 1, 3))})
+    experiments.write_npz(tmp_path / "a.npz", {"x": np.arange(3), "ood:y": np.ones((2, 1, 3))})
     with np.load(tmp_path / "a.npz") as npz:
         assert npz["ood:y"].shape == (2, 1, 3)
     umask = os.umask(0)
@@ -178,13 +180,13 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 
 
 def test_new_run_dirs_are_unique(tmp_path):
-    dirs = [runs.new_run_dir(tmp_path, "same name!") for _ in range(30)]
+    dirs = [experiments.new_run_dir(tmp_path, "same name!") for _ in range(30)]
     assert len(set(dirs)) == 30 and all(d.is_dir() for d in dirs)
     assert all(d.name.split("-", 2)[2].startswith("same-name") for d in dirs)
 
 
 def test_run_lock(tmp_path):
-    first, second = runs.RunLock(tmp_path), runs.RunLock(tmp_path)
+    first, second = experiments.RunLock(tmp_path), experiments.RunLock(tmp_path)
     assert first.acquire()
     assert not second.acquire() and second.held_elsewhere()
     first.release()
@@ -196,14 +198,14 @@ def test_incompatible_and_foreign_folders(tmp_path):
     old = tmp_path / "20200101-000000-old-abcdef"
     old.mkdir()
     (old / "config.yaml").write_text("format_version: 0\nname: old\n")
-    with pytest.raises(runs.RunFormatError, match="format_version 0.*reads format_version 1"):
-        runs.load_run(old)
-    with pytest.raises(runs.RunFormatError, match="not a run folder"):
-        runs.load_run(tmp_path)
-    listed = runs.list_runs(tmp_path)
+    with pytest.raises(experiments.RunFormatError, match="format_version 0.*reads format_version 1"):
+        experiments.load_run(old)
+    with pytest.raises(experiments.RunFormatError, match="not a run folder"):
+        experiments.load_run(tmp_path)
+    listed = experiments.list_runs(tmp_path)
     assert [(it["id"], it["state"]) for it in listed] == [(old.name, "incompatible")]
     assert "format_version" in listed[0]["error"]
-    assert runs.list_runs(tmp_path / "missing") == []
+    assert experiments.list_runs(tmp_path / "missing") == []
 
 
 class _FakeTraining:
@@ -220,8 +222,8 @@ class _FakeTraining:
         self.trained.append((spec.label, seed))
         row = {"method": spec.label, "seed": seed, "split": "test", "member": "ensemble",
                "calibration": "none"}
-        runs.write_json(folder / "metrics.json", {"rows": [row]})
-        runs.write_json(folder / "done.json", {})
+        experiments.write_json(folder / "metrics.json", {"rows": [row]})
+        experiments.write_json(folder / "done.json", {})
         runner.write_metrics()
         return runner.emit("method_end", method=spec.label, seed=seed)
 
@@ -230,31 +232,31 @@ def test_resume_logic_with_a_stand_in_trainer(tmp_path, monkeypatch):
     """Stop after one pair; the same config continues that folder and trains only the rest; a new
     config, resume=False or a complete run give a new folder."""
     fake = _FakeTraining()
-    monkeypatch.setattr(runs._Runner, "train_pair", lambda runner, *args: fake(runner, *args))
-    monkeypatch.setattr(runs, "_RunData", lambda config: None)
-    config = runs.ExperimentConfig(name="fake", methods=["sve", {"name": "sve", "label": "b"}], seeds=[0, 1])
+    monkeypatch.setattr(experiments.runner._Runner, "train_pair", lambda runner, *args: fake(runner, *args))
+    monkeypatch.setattr(experiments.runner, "_RunData", lambda config: None)
+    config = ExperimentConfig(name="fake", methods=["sve", {"name": "sve", "label": "b"}], seeds=[0, 1])
     stop_after_first = lambda event, info: event != "method_end"
-    first = runs.run(config, tmp_path, callbacks=[stop_after_first])
-    assert fake.trained == [("sve", 0)] and runs.read_status(first)["state"] == "stopped"
-    again = runs.run(config, tmp_path)
+    first = experiments.run(config, tmp_path, callbacks=[stop_after_first])
+    assert fake.trained == [("sve", 0)] and experiments.read_status(first)["state"] == "stopped"
+    again = experiments.run(config, tmp_path)
     assert again == first and fake.trained == [("sve", 0), ("sve", 1), ("b", 0), ("b", 1)]
-    assert runs.read_status(first)["state"] == "complete"
-    assert runs.load_run(first).metrics["method"].tolist() == ["sve", "sve", "b", "b"]
-    assert runs.run(config, tmp_path) != first  # complete: a new run
-    assert runs.run(config, tmp_path, callbacks=[lambda e, i: False], resume=False) != first
+    assert experiments.read_status(first)["state"] == "complete"
+    assert experiments.load_run(first).metrics["method"].tolist() == ["sve", "sve", "b", "b"]
+    assert experiments.run(config, tmp_path) != first  # complete: a new run
+    assert experiments.run(config, tmp_path, callbacks=[lambda e, i: False], resume=False) != first
 
     def raise_stop(event, info):
         raise StopTraining
 
-    stopped = runs.run(config, tmp_path, callbacks=[raise_stop])
-    assert runs.read_status(stopped)["state"] == "stopped" and len(fake.trained) == 8
+    stopped = experiments.run(config, tmp_path, callbacks=[raise_stop])
+    assert experiments.read_status(stopped)["state"] == "stopped" and len(fake.trained) == 8
     with pytest.raises(ConfigError, match=r"another config \(fields \['seeds'\] differ\)"):
-        runs.run(config.with_overrides(["seeds=[5]"]), first)
-    lock = runs.RunLock(first)
+        experiments.run(config.with_overrides(["seeds=[5]"]), first)
+    lock = experiments.RunLock(first)
     assert lock.acquire()
     try:
         with pytest.raises(SVEError, match="in use by another live process"):
-            runs.run(config, first)
+            experiments.run(config, first)
     finally:
         lock.release()
 
@@ -263,14 +265,14 @@ def test_two_runs_started_at_once_get_different_folders(tmp_path):
     """Both runs hold their folder at ``run_start`` at the same moment (a barrier), so neither can
     have claimed the other's: each made its own."""
     barrier, paths = threading.Barrier(2, timeout=60), []
-    config = runs.ExperimentConfig(**TINY)
+    config = ExperimentConfig(**TINY)
 
     def hold(event, info):
         if event == "run_start":
             barrier.wait()
         return False
 
-    start = lambda: paths.append(runs.run(config, tmp_path, callbacks=[hold]))
+    start = lambda: paths.append(experiments.run(config, tmp_path, callbacks=[hold]))
     threads = [threading.Thread(target=start) for _ in range(2)]
     for t in threads:
         t.start()
@@ -278,7 +280,7 @@ def test_two_runs_started_at_once_get_different_folders(tmp_path):
         t.join(120)
     assert len(paths) == 2 and paths[0] != paths[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
-    assert all(runs.read_status(p)["state"] == "stopped" for p in paths)
+    assert all(experiments.read_status(p)["state"] == "stopped" for p in paths)
 
 
 # ------------------------------------------------------------------------------------------
@@ -289,12 +291,13 @@ def test_two_runs_started_at_once_get_different_folders(tmp_path):
 def tiny_run(tmp_path_factory):
     """A real run stopped by a callback at its first step, then resumed to the end."""
     root = tmp_path_factory.mktemp("runs")
-    config = runs.ExperimentConfig(**{**TINY, "holdout": ["8", "9"], "shifts": ["contrast"],
+    config = ExperimentConfig(**{**TINY, "holdout": ["8", "9"], "shifts": ["contrast"],
                                       "severities": [3], "train_limit": 32})
-    stopped = runs.run(config, root, callbacks=[lambda event, info: event != "step"])
-    state = {"status": runs.read_status(stopped), "files": sorted(p.name for p in stopped.iterdir())}
+    stopped = experiments.run(config, root, callbacks=[lambda event, info: event != "step"])
+    state = {"status": experiments.read_status(stopped), "files": sorted(p.name for p in stopped.iterdir())}
     events = []
-    path = runs.run(config, root, callbacks=[lambda event, info: events.append((event, info)) and None])
+    record = lambda event, info: events.append((event, info)) and None
+    path = experiments.run(config, root, callbacks=[record])
     return path, stopped, state, events
 
 
@@ -320,23 +323,23 @@ def test_run_folder_contents(tiny_run):
     assert {p.name for p in pair.iterdir()} == {"logits.npz", "metrics.json", "history.json", "spectra.npz",
                                                 "adapter.safetensors", "cost.json", "done.json"}
     assert not list(path.rglob("*.tmp"))
-    status = runs.read_status(path)
+    status = experiments.read_status(path)
     assert (status["state"], status["done"], status["format_version"]) == ("complete", [["sve", 0]], 1)
-    env = runs.read_json(path / "env.json")
+    env = experiments.read_json(path / "env.json")
     assert env["packages"]["torch"] and env["torch_threads"] >= 1 and env["device"] == "cpu"
     assert env["git"] is None or len(env["git"]["commit"]) == 40
     assert len(env["previous"]) == 1  # the stopped session's environment is kept
-    cost = runs.read_json(pair / "cost.json")
+    cost = experiments.read_json(pair / "cost.json")
     assert cost["trainable_params"] == cost["sigma"] + cost["bias"] + cost["heads"] > 0
     assert 0 < cost["overhead_pct"] < 2 and cost["train_time_s"] > 0 and cost["eval_time_s"] > 0
     assert cost["train_peak_rss_mb"] > 0 and cost["adapter"] == "adapter.safetensors"
-    from sve.core import read_metadata
+    from sve.io import read_metadata
 
     assert read_metadata(pair / "adapter.safetensors")["config"]["num_members"] == 2
 
 
 def test_metrics_table(tiny_run):
-    run = runs.load_run(tiny_run[0])
+    run = experiments.load_run(tiny_run[0])
     table = run.metrics
     splits = ["test", "val", "ood:animal-mnist", "ood:holdout", "shift:contrast:3"]
     assert run.splits == splits
@@ -362,7 +365,7 @@ def test_metrics_table(tiny_run):
 
 
 def test_load_run_accessors(tiny_run):
-    run = runs.load_run(tiny_run[0])
+    run = experiments.load_run(tiny_run[0])
     assert run.done == [("sve", 0)] and run.methods == ["sve"]
     z, y = run.logits("sve", split="test")
     assert z.shape == (32, 2, 8) and z.dtype == np.float32 and y.shape == (32,)  # digits 8, 9 held out
@@ -387,13 +390,13 @@ def test_load_run_accessors(tiny_run):
         run.logits("sve", 3)
     with pytest.raises(ConfigError, match="split 'ood:x' is not in this run"):
         run.logits("sve", 0, "ood:x")
-    listed = runs.list_runs(tiny_run[0].parent)
+    listed = experiments.list_runs(tiny_run[0].parent)
     assert [(it["path"], it["state"], it["done"], it["total"]) for it in listed] == [
         (tiny_run[0], "complete", 1, 1)]
 
 
 def test_figures_of_a_run(tiny_run):
-    figs = runs.load_run(tiny_run[0]).figures()
+    figs = experiments.load_run(tiny_run[0]).figures()
     assert {"reliability_test", "reliability_test_ts", "ood_animal-mnist_roc", "ood_holdout_roc", "shift",
             "spectrum_sve", "spectrum_history_sve", "member_distances_sve", "cost"} <= set(figs)
     assert all(fig.data for fig in figs.values())
@@ -402,16 +405,17 @@ def test_figures_of_a_run(tiny_run):
 KILL_SCRIPT = """
 import sys, time
 from pathlib import Path
-from sve import runs
+from sve import experiments
+from sve.experiments import ExperimentConfig
 
-config, root, marker = runs.ExperimentConfig.load(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+config, root, marker = ExperimentConfig.load(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 
 def hang_in_second_method(event, info):
     if event == "step" and info["method"] == "svf":
         marker.write_text(str(info["run_dir"]))
         time.sleep(600)
 
-runs.run(config, root, callbacks=[hang_in_second_method])
+experiments.run(config, root, callbacks=[hang_in_second_method])
 """
 
 
@@ -424,7 +428,7 @@ def test_killed_run_resumes_without_retraining_finished_methods(tmp_path):
     """A subprocess is SIGKILLed while training its second method; re-running the same config
     continues that folder, keeps the first method's files untouched and trains only the second."""
     second = {"name": "sve", "label": "svf", "members": 1}  # SVF = SVE with M = 1
-    config = runs.ExperimentConfig(**{**TINY, "methods": ["sve", second], "train_limit": 32, "val_limit": 16,
+    config = ExperimentConfig(**{**TINY, "methods": ["sve", second], "train_limit": 32, "val_limit": 16,
                                       "test_limit": 16, "ood_limit": 16})
     config_path = config.save(tmp_path / "config.yaml")
     root, marker = tmp_path / "runs", tmp_path / "marker"
@@ -439,7 +443,7 @@ def test_killed_run_resumes_without_retraining_finished_methods(tmp_path):
             assert time.monotonic() < deadline, "the subprocess never reached the second method"
             time.sleep(0.2)
         run_dir = Path(marker.read_text())
-        assert runs.read_status(run_dir)["state"] == "running"
+        assert experiments.read_status(run_dir)["state"] == "running"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
@@ -447,16 +451,16 @@ def test_killed_run_resumes_without_retraining_finished_methods(tmp_path):
     first = run_dir / "sve" / "seed0"
     assert (first / "done.json").is_file() and not (run_dir / "svf" / "seed0" / "done.json").exists()
     before = _digest(first)
-    assert runs.read_status(run_dir)["state"] == "interrupted"
-    assert runs.list_runs(root)[0]["state"] == "interrupted"
+    assert experiments.read_status(run_dir)["state"] == "interrupted"
+    assert experiments.list_runs(root)[0]["state"] == "interrupted"
 
     events = []
     record = lambda event, info: events.append((event, info.get("method")))
-    resumed = runs.run(config, root, callbacks=[record])
+    resumed = experiments.run(config, root, callbacks=[record])
     assert resumed == run_dir
     assert _digest(first) == before  # not retrained, not rewritten
     assert [m for e, m in events if e == "method_start"] == ["svf"]
-    run = runs.load_run(run_dir)
+    run = experiments.load_run(run_dir)
     assert run.status["state"] == "complete" and run.done == [("sve", 0), ("svf", 0)]
     assert run.logits("svf")[0].shape == (16, 1, 10)
     assert list(dict.fromkeys(run.metrics["method"])) == ["sve", "svf"]

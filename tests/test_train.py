@@ -13,8 +13,9 @@ import torch
 from tiny import vit as tiny_vit
 from torch.utils.data import DataLoader, Dataset
 
-from sve import core, train
+from sve import ensemble, io, train
 from sve.errors import ConfigError, DataError, MissingAssetError, TrainingError
+from sve.methods import sve as svem
 
 TESTS = Path(__file__).resolve().parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,8 +45,8 @@ def digits(n_train: int = 96, n_val: int = 48, size: int = 32) -> tuple[Items, I
     return Items(x[:n_train], y[:n_train]), Items(x[n_train:n_train + n_val], y[n_train:n_train + n_val])
 
 
-def _model(seed: int = 0, members: int = 2) -> core.EnsembleModel:
-    return core.wrap(tiny_vit(), members, 10, seed=seed)
+def _model(seed: int = 0, members: int = 2) -> ensemble.EnsembleModel:
+    return svem.wrap(tiny_vit(), members, 10, seed=seed)
 
 
 def _state(model) -> dict:
@@ -76,7 +77,7 @@ def test_loss_falls_on_real_data_with_a_real_backbone(fixture, data, request):
         pytest.skip(f"asset not installed: {e}")
     classes = len(tr.classes)
     tr, va = prepare(tr, bb, max_length=32), prepare(va, bb, max_length=32)
-    model = core.wrap(bb, 2, classes, targets="last:2", seed=0)
+    model = svem.wrap(bb, 2, classes, targets="last:2", seed=0)
     result = train.fit(model, tr, va, epochs=3, warmup_epochs=1, lr=1e-2, progress=False)
     losses = [r["train_loss"] for r in result.history]
     assert losses[-1] < 0.8 * losses[0]
@@ -108,7 +109,7 @@ def test_best_checkpoint_is_kept_and_temperature_fitted(tmp_path):
     assert result.best_epoch == keys.index(max(keys)) and result.best == result.history[result.best_epoch]
     best = snapshots[result.best_epoch]
     assert all(torch.equal(p, best[n]) for n, p in _state(model).items())  # restored at the end
-    saved = core.load(tiny_vit(), tmp_path / "best.safetensors")
+    saved = io.load(tiny_vit(), tmp_path / "best.safetensors")
     assert all(torch.equal(p, best[n]) for n, p in _state(saved).items())
     assert result.temperature > 0 and model.temperature == result.temperature
     assert saved.temperature == 1.0  # saved during training, before the temperature fit
@@ -165,7 +166,7 @@ def test_sigma_decay_toward_pretrained_values():
     for mode in ("zero", "pretrained"):
         model = _model()
         train.fit(model, tr, None, sigma_decay=mode, weight_decay=50.0, **{**FAST, "lr": 1e-3})
-        spec = core.spectra(model)
+        spec = svem.spectra(model)
         dist[mode] = sum(float((s - s0).norm() / s0.norm()) for s, s0 in spec.values()) / len(spec)
         shrink = sum(float(s.mean() / s0.mean()) for s, s0 in spec.values()) / len(spec)
         if mode == "zero":

@@ -1,0 +1,80 @@
+"""Parameter accounting of an ensemble: ``count_parameters`` → :class:`ParameterCount`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sve.ensemble import EnsembleModel, as_backbone, select_targets, unwrap
+from sve.errors import ConfigError
+
+
+@dataclass
+class ParameterCount:
+    """Parameter accounting of an ensemble (all counts are over all M members).
+
+    ``overhead_pct`` = 100·(σ + biases + other)/base; ``extra_members_pct`` = the same for the
+    M−1 members beyond the first (the paper's "(M−1)·5/(4d)" accounting); ``*_with_heads``
+    adds the M heads.
+    """
+
+    base: int
+    members: int
+    sigma: int
+    bias: int
+    heads: int
+    other: int
+    trainable: int
+    overhead_pct: float
+    extra_members_pct: float
+    overhead_with_heads_pct: float
+
+
+def _count(base: int, members: int, sigma: int, bias: int, heads: int, other: int) -> ParameterCount:
+    adapter = sigma + bias + other
+    return ParameterCount(
+        base=base, members=members, sigma=sigma, bias=bias, heads=heads, other=other,
+        trainable=adapter + heads, overhead_pct=100 * adapter / base,
+        extra_members_pct=100 * adapter * (members - 1) / members / base,
+        overhead_with_heads_pct=100 * (adapter + heads) / base)
+
+
+def _kind(leaf: str) -> str:
+    """Accounting bucket of a trainable tensor's leaf name: ``sve_sigma`` → sigma, ``sve_head_*``
+    → heads, any other per-member ``*_bias`` (``sve_bias``, ``be_bias``) → bias, the rest → other
+    (LoRA A/B, BatchEnsemble r/s, fully trained trunk tensors such as ``...qkv.bias``)."""
+    if leaf == "sve_sigma":
+        return "sigma"
+    if leaf.startswith("sve_head"):
+        return "heads"
+    return "bias" if leaf.endswith("_bias") else "other"
+
+
+def count_parameters(model: Any, num_members: int | None = None, num_classes: int = 0,
+                     targets: str | list[str] = "all") -> ParameterCount:
+    """Count the parameters of a wrapped model, or estimate SVE's for an unwrapped backbone.
+
+    Wrapped: trainable tensors by name (``sve_sigma``, ``sve_bias``, ``sve_head_*``, others).
+    Unwrapped (a Backbone or model + ``num_members``): per targeted layer min(out, fan_in) singular
+    values and ``out`` biases (if it has one) per member, plus M heads of ``num_classes`` — works on
+    models built on the meta device, so BERT-base costs nothing to count.
+    """
+    if isinstance(model, EnsembleModel) or isinstance(getattr(model, "module", None), EnsembleModel):
+        model = unwrap(model)
+        sizes = {"sigma": 0, "bias": 0, "heads": 0, "other": 0}
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                sizes[_kind(name.rpartition(".")[2])] += p.numel()
+        return _count(model.base_params, model.num_members, **sizes)
+    if num_members is None:
+        raise ConfigError("count_parameters on an unwrapped backbone needs num_members=M.")
+    backbone = as_backbone(model)
+    trunk = backbone.model
+    sigma = bias = 0
+    for name in select_targets(backbone, targets):
+        w = trunk.get_submodule(name).weight
+        sigma += min(w.shape[0], w[0].numel())
+        bias += w.shape[0] if trunk.get_submodule(name).bias is not None else 0
+    heads = num_members * (backbone.feature_dim + 1) * num_classes
+    base = sum(p.numel() for p in trunk.parameters())
+    return _count(base, num_members, num_members * sigma, num_members * bias, heads, 0)
