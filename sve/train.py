@@ -8,6 +8,10 @@ authors; a step with ``schedule="step"``) of ``n`` units, ``w`` of them warm-up:
     f(i) = (i + 1) / w                              for i < w
     f(i) = ½ (1 + cos(π (i − w) / (n − w)))         otherwise
 
+The warm-up is at most half of the epochs, as in the recipe (5 of 10): ``fit`` clamps a longer one
+to ``⌊epochs / 2⌋`` (``FitResult.warmup_epochs`` holds the one used), so that a short run with the
+default ``warmup_epochs=5`` still reaches the full lr and decays, rather than ramping up to the end.
+
 Loss: the mean over members of the cross-entropy, every member on the whole batch,
 ``CE(logits.flatten(0, 1), labels.repeat_interleave(M))``.
 
@@ -61,6 +65,7 @@ class StopTraining(Exception):
 class FitResult:
     """``history``: one dict per epoch (epoch, lr, train_loss, val_loss, val_acc, val_nll, seconds);
     ``best_epoch`` and its ``best`` row; ``temperature`` fitted on validation; ``steps`` done;
+    ``warmup_epochs``: the warm-up used (at most half the epochs, see the module docstring);
     ``stopped``: why training ended early (None if it ran all epochs); ``skipped_steps``: optimizer
     steps the fp16 grad scaler skipped because a gradient overflowed (counted in ``steps``)."""
 
@@ -69,6 +74,7 @@ class FitResult:
     best: dict | None = None
     temperature: float = 1.0
     steps: int = 0
+    warmup_epochs: int = 0
     stopped: str | None = None
     skipped_steps: int = 0
 
@@ -274,9 +280,10 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     val_dl = acc.prepare(val_dl) if val_dl is not None else None
     anchored = [(p, a.to(p.device)) for p, a in anchored]
     steps_per_epoch = len(train_dl)
+    warmup_epochs = min(warmup_epochs, epochs // 2)  # at most half (see the module docstring)
     n_units, n_warm = (epochs, warmup_epochs) if schedule == "epoch" else (
         epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
-    result, best_key = FitResult(), None
+    result, best_key = FitResult(warmup_epochs=warmup_epochs), None
     good = _trainable(core)  # the last good checkpoint: the initial state until a best epoch exists
     stop, lr_now, in_a_row = False, 0.0, 0  # in_a_row: optimizer steps skipped in a row
     for epoch in range(epochs):

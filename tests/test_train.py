@@ -66,6 +66,14 @@ def test_lr_schedule_is_warmup_then_cosine():
     assert train.lr_factor(0, 3, 0) == 1.0 and train.lr_factor(4, 3, 5) == 1.0
 
 
+def test_warmup_is_clamped_to_half_the_epochs():
+    """The default 5 warm-up epochs with 3 epochs used to ramp up to 0.6·lr and never decay."""
+    tr, _ = digits(16, 8)
+    result = train.fit(_model(), tr, None, epochs=3, lr=1e-2, progress=False)  # warmup_epochs=5
+    assert [r["lr"] for r in result.history] == [1e-2 * train.lr_factor(i, 3, 1) for i in range(3)]
+    assert result.warmup_epochs == 1
+
+
 @pytest.mark.parametrize("fixture, data", [("dinov2_small", "mnist5k"), ("minilm_l3", "bbc-news")])
 def test_loss_falls_on_real_data_with_a_real_backbone(fixture, data, request):
     from sve.data import load_dataset, prepare
