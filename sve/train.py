@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sve.core import EnsembleModel, _unwrap, save
 from sve.errors import ConfigError, DataError, TrainingError
+from sve.stats import converged as history_converged
 
 Callback = Callable[[str, dict], Any]
 
@@ -77,6 +78,13 @@ class FitResult:
     warmup_epochs: int = 0
     stopped: str | None = None
     skipped_steps: int = 0
+
+    @property
+    def converged(self) -> bool:
+        """Whether the run converged by the project's rule (``sve.stats.converged``): its best validation
+        NLL came before the last epoch, or the last epoch improved it by less than 1 %. False with
+        fewer than 2 epochs; a fit without validation data has no NLL to judge (``DataError``)."""
+        return history_converged(self.history)
 
 
 def lr_factor(i: int, n: int, warmup: int) -> float:

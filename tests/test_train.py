@@ -74,6 +74,15 @@ def test_warmup_is_clamped_to_half_the_epochs():
     assert result.warmup_epochs == 1
 
 
+def test_fit_result_says_whether_it_converged():
+    rows = lambda *nll: [{"epoch": i, "val_nll": v} for i, v in enumerate(nll)]
+    assert train.FitResult(history=rows(1.0, 0.8, 0.85)).converged
+    assert not train.FitResult(history=rows(1.0, 0.8, 0.7)).converged
+    assert not train.FitResult(history=rows(0.8)).converged
+    with pytest.raises(DataError, match="val_nll"):
+        _ = train.FitResult(history=[{"epoch": 0, "train_loss": 1.0}]).converged
+
+
 @pytest.mark.parametrize("fixture, data", [("dinov2_small", "mnist5k"), ("minilm_l3", "bbc-news")])
 def test_loss_falls_on_real_data_with_a_real_backbone(fixture, data, request):
     from sve.data import load_dataset, prepare
