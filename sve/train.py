@@ -318,7 +318,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
                 decay = [(p, lr_now * weight_decay * (p - anchor)) for p, anchor in anchored]
             opt.step()  # with a grad scaler (fp16): skipped, and the scale lowered, if a gradient overflowed
             opt.zero_grad(set_to_none=True)
-            skipped = bool(getattr(opt, "step_was_skipped", False))
+            skipped = bool(opt.step_was_skipped)  # AcceleratedOptimizer: True when the scaler skipped it
             if not skipped:  # a step the scaler skipped changes nothing, the anchored σ included
                 with torch.no_grad():
                     for p, d in decay:
