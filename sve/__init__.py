@@ -28,7 +28,7 @@ _LAZY = {
 }
 _SUBMODULES = {
     "backbones", "data", "ensemble", "methods", "io", "accounting", "train", "metrics", "calibration",
-    "plots", "experiments", "paths",
+    "plots", "experiments", "paths", "stats",
 }
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)

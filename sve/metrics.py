@@ -561,10 +561,18 @@ def roc_curve(id_scores: Any, ood_scores: Any) -> tuple[np.ndarray, np.ndarray, 
     return np.r_[0.0, fps / len(neg)], np.r_[0.0, tps / len(pos)], np.r_[np.inf, thr]
 
 
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """Trapezoid rule ``Σ_i (x_{i+1} − x_i) · (y_{i+1} + y_i) / 2``, written out because numpy's own
+    function changed name (``np.trapezoid`` exists only from numpy 2.0, ``np.trapz`` is gone in 2.4)
+    and the project supports numpy >= 1.26."""
+    y, x = np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
 def auroc(id_scores: Any, ood_scores: Any) -> float:
     """Area under the ROC (OOD positive); ties count one half (= Mann–Whitney U / (n_id · n_ood))."""
     fpr, tpr, _ = roc_curve(id_scores, ood_scores)
-    return float(np.trapezoid(tpr, fpr))
+    return _trapezoid(tpr, fpr)
 
 
 def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:

@@ -8,12 +8,17 @@ authors; a step with ``schedule="step"``) of ``n`` units, ``w`` of them warm-up:
     f(i) = (i + 1) / w                              for i < w
     f(i) = ½ (1 + cos(π (i − w) / (n − w)))         otherwise
 
+The warm-up is at most half of the epochs, as in the recipe (5 of 10): ``fit`` clamps a longer one
+to ``⌊epochs / 2⌋`` (``FitResult.warmup_epochs`` holds the one used), so that a short run with the
+default ``warmup_epochs=5`` still reaches the full lr and decays, rather than ramping up to the end.
+
 Loss: the mean over members of the cross-entropy, every member on the whole batch,
 ``CE(logits.flatten(0, 1), labels.repeat_interleave(M))``.
 
 ``sigma_decay="pretrained"`` takes the singular values out of AdamW's decay and instead applies,
-before each step, the decoupled update ``σ ← σ − lr·wd·(σ − σ₀)`` toward the pretrained values
-(any per-member layer's ``decay_anchors()``); ``"zero"`` is the authors' choice (σ decays to 0).
+with each optimizer step, the decoupled update ``σ ← σ − lr·wd·(σ − σ₀)`` toward the pretrained
+values (σ taken before the step, as AdamW's own decay; any per-member layer's ``decay_anchors()``),
+and not on a step the fp16 grad scaler skips; ``"zero"`` is the authors' choice (σ decays to 0).
 
 Best checkpoint: highest validation accuracy of the combined prediction (ties: lower NLL), kept in
 memory (and written with ``sve.save`` to ``checkpoint_dir`` if given) and restored at the end;
@@ -27,6 +32,7 @@ same model as one process, up to float summation order.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,8 +47,16 @@ from torch.utils.data import DataLoader, Dataset
 from sve.ensemble import EnsembleModel, unwrap
 from sve.errors import ConfigError, DataError, TrainingError
 from sve.io import save
+from sve.stats import converged as history_converged
 
 Callback = Callable[[str, dict], Any]
+
+#: fp16 (``mixed_precision="fp16"``): the grad scaler skips a step whose scaled gradients overflow and
+#: halves its scale (from 2^16). That is routine in the first steps; this many skips in a row (the
+#: scale is then below 2^-9, so even the unscaled gradients overflow) are divergence: ``TrainingError``.
+MAX_SKIPPED_IN_A_ROW = 25
+#: what ``fit(mixed_precision=...)`` takes (None: the ``accelerate launch`` setting, else "no")
+MIXED_PRECISIONS = (None, "no", "fp16", "bf16", "fp8")
 
 
 class StopTraining(Exception):
@@ -53,14 +67,25 @@ class StopTraining(Exception):
 class FitResult:
     """``history``: one dict per epoch (epoch, lr, train_loss, val_loss, val_acc, val_nll, seconds);
     ``best_epoch`` and its ``best`` row; ``temperature`` fitted on validation; ``steps`` done;
-    ``stopped``: why training ended early (None if it ran all epochs)."""
+    ``warmup_epochs``: the warm-up used (at most half the epochs, see the module docstring);
+    ``stopped``: why training ended early (None if it ran all epochs); ``skipped_steps``: optimizer
+    steps the fp16 grad scaler skipped because a gradient overflowed (counted in ``steps``)."""
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     best: dict | None = None
     temperature: float = 1.0
     steps: int = 0
+    warmup_epochs: int = 0
     stopped: str | None = None
+    skipped_steps: int = 0
+
+    @property
+    def converged(self) -> bool:
+        """Whether the run converged by the project's rule (``sve.stats.converged``): its best validation
+        NLL came before the last epoch, or the last epoch improved it by less than 1 %. False with
+        fewer than 2 epochs; a fit without validation data has no NLL to judge (``DataError``)."""
+        return history_converged(self.history)
 
 
 def lr_factor(i: int, n: int, warmup: int) -> float:
@@ -151,6 +176,20 @@ def _call(callbacks: Iterable[Callback], event: str, info: dict) -> bool:
     return stop
 
 
+def _diverged(core: EnsembleModel, good: dict[str, Tensor], result: FitResult, what: str, epoch: int,
+              step: int) -> TrainingError:
+    """Restore the last good checkpoint and return the ``TrainingError`` to raise (``.result`` set)."""
+    _restore(core, good)
+    result.stopped = f"{what} at epoch {epoch + 1}, step {step + 1}"
+    err = TrainingError(
+        f"{what} at epoch {epoch + 1}, step {step + 1} (global step {result.steps + 1}); training stopped "
+        f"and the model was restored to the last good checkpoint (epoch "
+        f"{result.best_epoch if result.best_epoch is not None else 'initial'}). Lower lr "
+        "(e.g. ×0.1), keep grad_clip, or check the inputs for NaN/inf.")
+    err.result = result
+    return err
+
+
 def _anywhere(acc: Any, flag: bool) -> bool:
     """True if ``flag`` is True on any process (so that all processes stop together)."""
     if acc.num_processes == 1:
@@ -167,6 +206,23 @@ def _restore(model: EnsembleModel, state: dict[str, Tensor]) -> None:
         for n, p in model.named_parameters():
             if n in state:
                 p.copy_(state[n])
+
+
+def _use_precision(mixed_precision: str | None) -> None:
+    """Let this fit use ``mixed_precision`` even if an earlier fit in the process used another one.
+
+    Accelerate keeps the precision in a process-wide ``AcceleratorState`` that refuses a change
+    (``ValueError: AcceleratorState has already been initialized``) and that a later
+    ``mixed_precision=None`` silently inherits. ``None`` here means the launcher's choice
+    (``ACCELERATE_MIXED_PRECISION``, ``"no"`` outside ``accelerate launch``). Only the precision state
+    is reset, never the process group (``PartialState``).
+    """
+    from accelerate.state import AcceleratorState
+
+    want = mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    # accelerate has no public way to ask whether the state exists, nor to change it once it does
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != want:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _param_groups(model: EnsembleModel, weight_decay: float, sigma_decay: str):
@@ -196,7 +252,11 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     and ``labels``) or DataLoaders. Callbacks get ``(event, info)`` for ``"step"`` (epoch, step,
     loss, lr), ``"epoch"`` (the history row) and ``"end"`` (the result); returning False or raising
     ``StopTraining`` stops after the current step. A non-finite loss or gradient raises
-    ``TrainingError`` naming the step, after restoring the last good (best) checkpoint.
+    ``TrainingError`` naming the step, after restoring the last good (best) checkpoint; except that
+    with ``mixed_precision="fp16"`` an overflowing gradient is the grad scaler's business: it skips
+    that optimizer step (the anchored σ decay too) and lowers its scale, counted in
+    ``result.skipped_steps``; only ``MAX_SKIPPED_IN_A_ROW`` skips in a row raise. Accelerate runs
+    fp16 only on GPUs (on a CPU it trains in float32). Each call sets the process's precision anew.
     Under ``accelerate launch`` every process runs the callbacks; a stop on any one stops all.
     The model is left on its training device with the best weights, in eval mode, with
     ``model.temperature`` set.
@@ -206,6 +266,8 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     from tqdm.auto import tqdm
 
     core = unwrap(model)
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ConfigError(f"mixed_precision={mixed_precision!r}: use one of {MIXED_PRECISIONS}.")
     if sigma_decay not in ("zero", "pretrained"):
         raise ConfigError(f"sigma_decay={sigma_decay!r}: use 'zero' (AdamW, the authors) or 'pretrained'.")
     if schedule not in ("epoch", "step"):
@@ -215,6 +277,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         raise ConfigError("need epochs ≥ 1, lr > 0, weight_decay ≥ 0, warmup_epochs ≥ 0, batch_size ≥ 1; "
                           f"got {epochs=}, {lr=}, {weight_decay=}, {warmup_epochs=}, {batch_size=}.")
     set_seed(seed)
+    _use_precision(mixed_precision)
     acc = Accelerator(mixed_precision=mixed_precision,
                       dataloader_config=DataLoaderConfiguration(split_batches=True),
                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
@@ -226,11 +289,12 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     val_dl = acc.prepare(val_dl) if val_dl is not None else None
     anchored = [(p, a.to(p.device)) for p, a in anchored]
     steps_per_epoch = len(train_dl)
+    warmup_epochs = min(warmup_epochs, epochs // 2)  # at most half (see the module docstring)
     n_units, n_warm = (epochs, warmup_epochs) if schedule == "epoch" else (
         epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
-    result, best_key = FitResult(), None
+    result, best_key = FitResult(warmup_epochs=warmup_epochs), None
     good = _trainable(core)  # the last good checkpoint: the initial state until a best epoch exists
-    stop, lr_now = False, 0.0
+    stop, lr_now, in_a_row = False, 0.0, 0  # in_a_row: optimizer steps skipped in a row
     for epoch in range(epochs):
         core.train()
         t0, losses = time.time(), []
@@ -247,23 +311,24 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             acc.backward(loss)
             norm = acc.clip_grad_norm_(core.parameters(), grad_clip) if grad_clip else None
             loss_all = acc.reduce(loss.detach().clone(), "mean")  # over processes; NaN anywhere -> NaN
-            if not torch.isfinite(loss_all) or (norm is not None and not torch.isfinite(norm)):
-                _restore(core, good)
-                result.stopped = f"non-finite loss at epoch {epoch + 1}, step {step + 1}"
-                err = TrainingError(
-                    f"non-finite {'loss' if not torch.isfinite(loss_all) else 'gradient'} "
-                    f"({loss_all.item():.4g}) at "
-                    f"epoch {epoch + 1}, step {step + 1} (global step {result.steps + 1}); training stopped "
-                    f"and the model was restored to the last good checkpoint (epoch "
-                    f"{result.best_epoch if result.best_epoch is not None else 'initial'}). Lower lr "
-                    "(e.g. ×0.1), keep grad_clip, or check the inputs for NaN/inf.")
-                err.result = result
-                raise err
-            for p, anchor in anchored:
-                with torch.no_grad():
-                    p.sub_(lr_now * weight_decay * (p - anchor))
-            opt.step()
+            bad_grad = norm is not None and not torch.isfinite(norm)
+            if not torch.isfinite(loss_all) or (bad_grad and acc.scaler is None):
+                what = "loss" if not torch.isfinite(loss_all) else "gradient"
+                raise _diverged(core, good, result, f"non-finite {what} ({loss_all.item():.4g})", epoch, step)
+            with torch.no_grad():  # the anchored decay, from the values before the step
+                decay = [(p, lr_now * weight_decay * (p - anchor)) for p, anchor in anchored]
+            opt.step()  # with a grad scaler (fp16): skipped, and the scale lowered, if a gradient overflowed
             opt.zero_grad(set_to_none=True)
+            skipped = bool(opt.step_was_skipped)  # AcceleratedOptimizer: True when the scaler skipped it
+            if not skipped:  # a step the scaler skipped changes nothing, the anchored σ included
+                with torch.no_grad():
+                    for p, d in decay:
+                        p.sub_(d)
+            result.skipped_steps += skipped
+            in_a_row = in_a_row + 1 if skipped else 0
+            if in_a_row > MAX_SKIPPED_IN_A_ROW:
+                raise _diverged(core, good, result, f"fp16 gradients overflowed {in_a_row} optimizer steps "
+                                "in a row (the grad scaler skipped them all)", epoch, step)
             result.steps += 1
             losses.append(loss_all.item())  # loss_all is detached: no grad-to-scalar warning
             bar.set_postfix(loss=f"{losses[-1]:.4f}")

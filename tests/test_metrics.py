@@ -472,3 +472,14 @@ def test_evaluate_table():
     assert list(plain.index) == ["ensemble"] and "mean_pred_var" in plain and "auroc_msp" not in plain
     with pytest.raises(DataError, match="same"):
         metrics.evaluate(z, y, ood[:, :2])
+
+
+def test_auroc_does_not_need_numpy_2(monkeypatch):
+    """numpy < 2.0 has no ``np.trapezoid`` (the project allows numpy >= 1.26): auroc must not use it."""
+    id_s, ood_s = next(_ood_pairs())
+    expected = metrics.auroc(id_s, ood_s)
+    monkeypatch.delattr(np, "trapezoid", raising=False)
+    monkeypatch.delattr(np, "trapz", raising=False)  # deprecated in numpy 2.0, removed in 2.4
+    assert metrics.auroc(id_s, ood_s) == pytest.approx(expected, abs=1e-12)
+    y = np.r_[np.zeros(len(id_s)), np.ones(len(ood_s))]
+    assert expected == pytest.approx(roc_auc_score(y, np.r_[id_s, ood_s]), abs=1e-12)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import accelerate
 import pytest
 import torch
 from tiny import vit as tiny_vit
@@ -64,6 +65,23 @@ def test_lr_schedule_is_warmup_then_cosine():
     assert f[:5] == [0.2, 0.4, 0.6, 0.8, 1.0]  # (e+1)/5, as the authors' snippet
     assert f[5] == 1.0 and all(a > b for a, b in zip(f[5:], f[6:])) and f[-1] > 0
     assert train.lr_factor(0, 3, 0) == 1.0 and train.lr_factor(4, 3, 5) == 1.0
+
+
+def test_warmup_is_clamped_to_half_the_epochs():
+    """The default 5 warm-up epochs with 3 epochs used to ramp up to 0.6·lr and never decay."""
+    tr, _ = digits(16, 8)
+    result = train.fit(_model(), tr, None, epochs=3, lr=1e-2, progress=False)  # warmup_epochs=5
+    assert [r["lr"] for r in result.history] == [1e-2 * train.lr_factor(i, 3, 1) for i in range(3)]
+    assert result.warmup_epochs == 1
+
+
+def test_fit_result_says_whether_it_converged():
+    rows = lambda *nll: [{"epoch": i, "val_nll": v} for i, v in enumerate(nll)]
+    assert train.FitResult(history=rows(1.0, 0.8, 0.85)).converged
+    assert not train.FitResult(history=rows(1.0, 0.8, 0.7)).converged
+    assert not train.FitResult(history=rows(0.8)).converged
+    with pytest.raises(DataError, match="val_nll"):
+        _ = train.FitResult(history=[{"epoch": 0, "train_loss": 1.0}]).converged
 
 
 @pytest.mark.parametrize("fixture, data", [("dinov2_small", "mnist5k"), ("minilm_l3", "bbc-news")])
@@ -160,6 +178,72 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint():
     assert e.value.result.best_epoch == 0 and len(e.value.result.history) == 1
 
 
+class CPUScalerAccelerator(accelerate.Accelerator):
+    """Accelerate makes a grad scaler for fp16 only on GPUs (on the CPU, fp16 is silently off); this one
+    also turns on fp16 autocast and a real ``torch.amp.GradScaler`` on the CPU, so that fit's fp16 path
+    runs here. Its initial scale (2^20; the default 2^16 happens to fit this tiny model) makes the first
+    scaled backward passes overflow fp16: the scaler skips those steps and halves the scale until the
+    gradients fit, as it routinely does on a GPU."""
+
+    init_scale = 2.0**20
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.state.mixed_precision == "fp16" and self.scaler is None:
+            self.scaler, self.native_amp = torch.amp.GradScaler("cpu", init_scale=self.init_scale), True
+
+
+def _fp16_fit(monkeypatch, **kwargs) -> tuple[train.FitResult, list[dict], list[dict]]:
+    """An fp16 fit with the CPU scaler: (result, trainable state before each step, and after it)."""
+    monkeypatch.setattr(accelerate, "Accelerator", CPUScalerAccelerator)
+    tr, va = digits(48, 16)
+    model = _model()
+    after = []
+    cb = lambda event, info: after.append(_state(model)) if event == "step" else None
+    start = _state(model)
+    result = train.fit(model, tr, va, mixed_precision="fp16", callbacks=[cb], **{**FAST, **kwargs})
+    return result, [start, *after[:-1]], after
+
+
+def _unchanged(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_fp16_overflow_skips_the_step_instead_of_stopping(monkeypatch):
+    result, before, after = _fp16_fit(monkeypatch)
+    skipped = [_unchanged(a, b) for a, b in zip(before, after)]
+    assert result.steps == 6 and result.stopped is None and len(result.history) == 2
+    assert result.skipped_steps == sum(skipped) >= 1 and not all(skipped)  # overflow, then training
+    assert skipped == sorted(skipped, reverse=True)  # the first steps, until the scale fits
+
+
+def test_fp16_skipped_steps_do_not_decay_sigma(monkeypatch):
+    result, before, after = _fp16_fit(monkeypatch, sigma_decay="pretrained", weight_decay=5.0)
+    sigma = [n for n in after[0] if n.endswith("sigma")]
+    assert sigma and result.skipped_steps >= 1
+    for i in range(result.skipped_steps):  # a skipped step changes nothing, the anchored σ included
+        assert _unchanged(before[i], after[i]), i
+    assert not _unchanged(before[-1], after[-1])
+
+
+def test_fp16_overflow_that_does_not_end_stops_training(monkeypatch):
+    monkeypatch.setattr(CPUScalerAccelerator, "init_scale", 2.0**28)  # overflows all 6 steps
+    monkeypatch.setattr(train, "MAX_SKIPPED_IN_A_ROW", 2)
+    with pytest.raises(TrainingError, match="3 optimizer steps in a row") as e:
+        _fp16_fit(monkeypatch)
+    assert e.value.result.skipped_steps == 3
+
+
+def test_precision_can_change_between_fits_in_one_process(monkeypatch):
+    """accelerate keeps the precision process-wide: it refused fp16 after a plain fit, and a plain fit
+    after an fp16 one silently ran in fp16 (here: with the scaler, whose first steps overflow)."""
+    monkeypatch.setattr(accelerate, "Accelerator", CPUScalerAccelerator)
+    tr, va = digits(48, 16)
+    assert train.fit(_model(), tr, va, **FAST).skipped_steps == 0
+    assert _fp16_fit(monkeypatch)[0].skipped_steps >= 1
+    assert train.fit(_model(), tr, va, **FAST).skipped_steps == 0
+
+
 def test_sigma_decay_toward_pretrained_values():
     tr, _ = digits(48, 16)
     dist = {}
@@ -196,6 +280,8 @@ def test_bad_fit_input():
         train.fit(model, tr, va, schedule="hourly")
     with pytest.raises(ConfigError, match="epochs"):
         train.fit(model, tr, va, epochs=0)
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        train.fit(model, tr, va, mixed_precision="fp32")
     with pytest.raises(DataError, match="dicts"):
         train.fit(model, [(tr.x[i], tr.y[i]) for i in range(32)], va, **FAST)
     with pytest.raises(DataError, match="labels"):
