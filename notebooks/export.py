@@ -14,8 +14,9 @@ What a copy holds (the repository stays lean):
 - figures as PNG only: the kernel runs with ``PLOTLY_RENDERER=png``, so every ``fig.show()`` is drawn
   by kaleido and the system Chromium into an ``image/png`` output, never Plotly JSON;
 - outputs of the mimetypes in :data:`KEEP` only (widget views, scripts and the like are dropped), no
-  widget state, no execution timings, stream output coalesced; absolute paths of this checkout and
-  of the temporary output folder are replaced by ``<repo>`` and ``<out>``;
+  widget state, no execution timings, stream output coalesced; absolute paths of this checkout, of
+  the temporary output folder and of the Python environment are replaced by ``<repo>``, ``<out>``
+  and ``<venv>``; the kernel imports this checkout's ``sve`` (``PYTHONPATH``);
 - a first markdown cell (:data:`BANNER_TAG`) naming the mode and the command that made it;
 - notebook metadata ``sve_export``: ``mode``, ``source`` and its ``source_sha256``, ``results``
   (``{file name: sha256}`` of the results CSVs this run wrote), ``commit`` and ``executed`` (UTC).
@@ -139,12 +140,14 @@ def export(source: Path, out_dir: Path = EXECUTED, quick: bool | None = None,
     quick = bool(int(os.environ.get("QUICK", 0))) if quick is None else quick
     mode = "quick" if quick else ("medium" if int(os.environ.get("MEDIUM", 0)) else "full")
     saved = {k: os.environ.get(k) for k in ("QUICK", "SVE_NB_OUT", "PLOTLY_RENDERER", "BROWSER_PATH",
-                                            "PYTHONPATH")}
+                                            "PYTHONPATH", "PYTHONWARNINGS")}
     with tempfile.TemporaryDirectory(prefix="sve-export-") as tmp:
-        # the kernel inherits this environment; it imports this checkout's sve
+        # the kernel inherits this environment; it imports this checkout's sve, and tqdm's advice to
+        # install ipywidgets (progress bars as widgets) has no place in a static copy
         path = os.pathsep.join(p for p in (str(ROOT), saved["PYTHONPATH"]) if p)
+        warnings = ",".join(w for w in (saved["PYTHONWARNINGS"], "ignore:IProgress not found") if w)
         os.environ.update(QUICK=str(int(quick)), SVE_NB_OUT=tmp, PLOTLY_RENDERER="png",
-                          BROWSER_PATH=find_browser(), PYTHONPATH=path)
+                          BROWSER_PATH=find_browser(), PYTHONPATH=path, PYTHONWARNINGS=warnings)
         results_dir = Path(tmp) / "results" if quick else source.parent / "results"
         nb = jupytext.read(source)
         client = nbclient.NotebookClient(
@@ -162,7 +165,8 @@ def export(source: Path, out_dir: Path = EXECUTED, quick: bool | None = None,
                 else:
                     os.environ[key] = value
         results = results_files(results_dir, name)
-        nb = strip(nb, {str(Path(tmp).resolve()): "<out>", tmp: "<out>", str(ROOT): "<repo>"})
+        nb = strip(nb, {str(Path(tmp).resolve()): "<out>", tmp: "<out>", str(ROOT): "<repo>",
+                        sys.prefix: "<venv>"})
     executed = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     commit = _commit()
     cell = nbformat.v4.new_markdown_cell(banner(name, mode, commit, executed))

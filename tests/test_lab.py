@@ -110,6 +110,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import sve
+from tqdm.auto import tqdm  # without ipywidgets: a warning that the copy must not show
 
 results = Path(os.environ["SVE_NB_OUT"]) / "results"
 results.mkdir(parents=True)
@@ -131,6 +132,7 @@ def test_export_writes_png_figures_and_records_results(export, tmp_path, monkeyp
     assert meta["results"] == {"99_tiny.csv": hashlib.sha256(b"a,mode\n1,quick\n").hexdigest()}
     assert "QUICK mode" in nb.cells[0].source and "QUICK=1 make notebooks NB=99_tiny" in nb.cells[0].source
     outputs = _outputs(nb)
+    assert not [o.text for o in outputs if o.get("name") == "stderr"]
     printed = "".join(o.text for o in outputs if o.output_type == "stream")
     assert printed.split()[:3] == ["1", "<repo>/sve", "<out>/results"]   # this checkout's sve, paths hidden
     png = [o.data["image/png"] for o in outputs if "image/png" in o.get("data", {})]
