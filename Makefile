@@ -7,6 +7,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+LAB_PORT ?= 8888
+# extra `jupyter lab` options, e.g. LAB_ARGS="--IdentityProvider.token=secret"
+LAB_ARGS ?=
+# notebooks for `make notebooks` (default: all ten), e.g. NB="00_quickstart 02_ood"
+NB ?=
 # Debian packages: chromium (figure export through kaleido, browser tests),
 # dataset-fashion-mnist (the Fashion-MNIST files).
 APT_PKGS := chromium dataset-fashion-mnist
@@ -14,7 +19,7 @@ APT_PKGS := chromium dataset-fashion-mnist
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: app test lab system install lint bench gallery clean
+.PHONY: app test lab lab-server notebooks system install lint bench gallery clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,8 +54,24 @@ app: $(STAMP) system
 	$(BIN)/streamlit run app/main.py --server.headless=true --server.address=127.0.0.1 \
 	  --server.port=$(PORT) --browser.gatherUsageStats=false
 
+# JupyterLab, opened on notebooks/ (served from the repository root, so that jupytext finds
+# jupytext.toml). .jupyter/lab/settings/overrides.json5 makes the jupytext .py files open as
+# notebooks; JupyterLab refuses to run as root (containers) without --allow-root.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --notebook-dir=notebooks
+	@$(MAKE) --no-print-directory lab-server
+
+# the server alone, without the set-up (BIN=... selects another environment)
+lab-server:
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir="$(CURDIR)" \
+	  --LabApp.default_url=/lab/tree/notebooks \
+	  --LabApp.app_settings_dir="$(CURDIR)/.jupyter/lab/settings" $(LAB_ARGS)
+
+# Executed copies notebooks/executed/<nb>.ipynb (outputs, PNG figures): full mode by default,
+# QUICK=1 or MEDIUM=1 as for the notebooks themselves. Full and medium mode rewrite
+# notebooks/results/ and notebooks/figures/ too (see notebooks/export.py).
+notebooks: $(STAMP) system
+	$(BIN)/python notebooks/export.py $(NB)
 
 lint: $(STAMP)
 	$(BIN)/ruff check sve tests app benchmarks notebooks
