@@ -14,19 +14,22 @@ reads it; the config format has no mixed-precision field).
 Environment (all optional):
     SVE_BUNDLE    the bundle folder (default data/cache/bundles/table1)
     OUT           where the results go (default artifacts/gpu-table1)
-    SVE_GPU_RUNS  the folder holding the run folder (default /tmp/sve-gpu-runs); a second command
-                  on the same warm machine resumes the run there (finished method × seed kept)
+    SVE_GPU_RUNS  the folder holding the run folders, one per seed (default /tmp/sve-gpu-runs); a
+                  second command on the same warm machine resumes them (finished method × seed kept)
     BUDGET_S      stop cleanly once this many seconds have passed (default 480): finished pairs
-                  are kept and written; a pair is not started when the last one of its method
-                  took longer than the time left
+                  are kept and written; a pair (a seed) is not started when the last one of its
+                  method (the last seed) took longer than the time left
     PRECISION     bf16 (default) or no (fp32)
     SET           config overrides "key=value;key=value" (e.g. "seeds=[0];epochs=5")
     DRY=1         28 px, 32/16/16 images, 1 epoch, M = 2, seed 0 on the CPU: the same script
                   path at a size that runs in under a minute (bf16 autocast on the CPU)
 
-Writes to ``$OUT``: ``metrics.csv``, ``summary.json`` (device, precision, state, seconds and
-ms per training step of every method × seed, the estimate inputs), ``run.tar.gz`` (the whole run
-folder: logits.npz, history, spectra, ...), and prints the ensemble summary table.
+Seeds run one after another, each in its own run folder ``<id>-gpu-table1-224-seed<k>`` (all four
+methods of a seed before the next seed), so a run cut short by the budget holds paired seeds.
+Writes to ``$OUT``: ``metrics.csv`` (every seed's rows), ``summary.json`` (device, precision, states,
+errors, seconds and ms per training step of every method × seed), ``run.tar.gz`` (the run folders:
+logits.npz, history, spectra, ...), and prints the ensemble summary table; exit code 0 when every
+seed is complete, 3 otherwise.
 """
 
 from __future__ import annotations
@@ -120,18 +123,54 @@ def pair_timings(run_dir: Path) -> list[dict]:
     return rows
 
 
-def export(run_dir: Path | None, out: Path, summary: dict) -> None:
-    """metrics.csv, run.tar.gz and summary.json under ``out`` (at most 8 files come back)."""
+def export(run_dirs: list[Path], out: Path, summary: dict) -> None:
+    """metrics.csv (all seeds), run.tar.gz (every run folder) and summary.json under ``out``."""
+    import pandas as pd
+
     out.mkdir(parents=True, exist_ok=True)
-    if run_dir is not None and run_dir.is_dir():
-        if (run_dir / "metrics.csv").is_file():
-            (out / "metrics.csv").write_bytes((run_dir / "metrics.csv").read_bytes())
+    run_dirs = [d for d in run_dirs if d.is_dir()]
+    tables = [pd.read_csv(d / "metrics.csv") for d in run_dirs if (d / "metrics.csv").is_file()]
+    tables = [t for t in tables if not t.empty]
+    if tables:
+        pd.concat(tables, ignore_index=True).to_csv(out / "metrics.csv", index=False)
+    if run_dirs:
         with tarfile.open(out / "run.tar.gz", "w:gz") as tar:
-            tar.add(run_dir, arcname=run_dir.name)
-        summary["pairs"] = pair_timings(run_dir)
-        summary["run_dir"] = str(run_dir)
+            for d in run_dirs:
+                tar.add(d, arcname=d.name)
+    summary["pairs"] = [p for d in run_dirs for p in pair_timings(d)]
+    summary["run_dirs"] = [str(d) for d in run_dirs]
     summary["seconds"] = round(time.time() - T0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+
+
+def run_seeds(config: Any, runs_root: Path, deadline: Deadline, summary: dict) -> list[Path]:
+    """One run folder per seed, seed after seed (``sve.runs`` orders a run's pairs method-major):
+    a time-limited command then ends with every method of its finished seeds, paired. A seed is not
+    started when the last one took longer than the time left; a failed seed is recorded and the
+    next one tried."""
+    from sve import runs
+
+    run_dirs, errors, last_s = [], {}, 0.0
+    for seed in config.seeds:
+        if last_s > deadline.left():
+            print(f"[{time.time() - T0:6.0f}s] not starting seed {seed}: the last took {last_s:.0f}s, "
+                  f"{deadline.left():.0f}s left", flush=True)
+            break
+        one = config.with_overrides([f"seeds=[{seed}]", f"name={config.name}-seed{seed}"])
+        started = time.time()
+        try:
+            run_dirs.append(runs.run(one, out_dir=runs_root, callbacks=[deadline], resume=True))
+        except Exception as err:  # e.g. one method failing on this device: keep the other seeds going
+            errors[seed] = f"{type(err).__name__}: {err}"
+            print(f"[{time.time() - T0:6.0f}s] seed {seed} failed: {errors[seed]}", flush=True)
+            found = sorted(runs_root.glob(f"*-{one.name}-*"))
+            run_dirs += found[-1:]
+        last_s = time.time() - started
+        if deadline.left() < 0:
+            break
+    summary["states"] = {d.name: runs.read_status(d).get("state") for d in run_dirs}
+    summary["errors"] = errors
+    return run_dirs
 
 
 def estimate(config: Any) -> dict:
@@ -202,28 +241,28 @@ def main() -> int:
     }
     print(f"[{time.time() - T0:6.0f}s] {summary['device']}, precision {precision}, "
           f"torch {torch.__version__}, bundle {manifest['total_mb']} MiB", flush=True)
-    run_dir = None
+    run_dirs: list[Path] = []
     try:
-        run_dir = runs.run(config, out_dir=runs_root, callbacks=[Deadline(summary["budget_s"])], resume=True)
-        summary["state"] = runs.read_status(run_dir).get("state")
+        run_dirs = run_seeds(config, runs_root, Deadline(summary["budget_s"]), summary)
         from accelerate.state import AcceleratorState
 
         summary["accelerate_mixed_precision"] = AcceleratorState().mixed_precision
-    except BaseException as err:
-        summary["state"], summary["error"] = "failed", f"{type(err).__name__}: {err}"
-        found = sorted(runs_root.glob(f"*-{config.name}-*"))
-        run_dir = found[-1] if found else None
-        raise
     finally:
-        export(run_dir, out, summary)
-        print(json.dumps({k: summary.get(k) for k in ("state", "seconds", "pairs", "error")}, indent=1,
+        run_dirs = run_dirs or sorted(runs_root.glob(f"*-{config.name}-seed*"))
+        export(run_dirs, out, summary)
+        print(json.dumps({k: summary.get(k) for k in ("states", "errors", "seconds", "pairs")}, indent=1,
                          default=str), flush=True)
-    from sve.cli import summary_table
+    complete = len(run_dirs) == len(config.seeds) and set(summary["states"].values()) == {"complete"}
+    summary["state"] = "complete" if complete else "incomplete"
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    if (out / "metrics.csv").is_file():
+        import pandas as pd
 
-    metrics = runs.load_run(run_dir).metrics
-    if not metrics.empty:
+        from sve.cli import summary_table
+
+        metrics = pd.read_csv(out / "metrics.csv")
         print(summary_table(metrics[metrics["split"] == "test"]).to_string())
-    return 0 if summary["state"] == "complete" else 3
+    return 0 if complete else 3
 
 
 if __name__ == "__main__":
