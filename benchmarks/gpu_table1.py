@@ -52,6 +52,9 @@ DRY_SET = ["image_size=28", "train_limit=32", "val_limit=16", "test_limit=16", "
 #: M = 4, ms): the floor set by kernel launches, which FLOPs alone underestimate
 H200_STEP_MS = {"sve": 61.4, "lora_ensemble": 61.7, "limit_m4": 38.5}
 H200_PEAK_TFLOPS, UTILISATION = 790.0, 0.30
+#: assumed, not measured: one-off start (imports, CUDA init, bundle, resizing to 224 px, SVDs) and
+#: the evaluation of a method × seed (val every epoch, test, metrics and temperature fits)
+FIXED_S, EVAL_S_PER_PAIR = 60.0, 6.0
 
 
 def _env(name: str, default: str) -> str:
@@ -173,9 +176,18 @@ def run_seeds(config: Any, runs_root: Path, deadline: Deadline, summary: dict) -
     return run_dirs
 
 
+def _train_step(model: Any, x: Any, y: Any) -> None:
+    """Forward + mean member cross-entropy + backward (the optimiser step is negligible here)."""
+    import torch.nn.functional as F
+
+    logits = model(pixel_values=x)
+    F.cross_entropy(logits.flatten(0, 1), y.repeat(logits.shape[1])).backward()
+
+
 def estimate(config: Any) -> dict:
     """FLOPs of one training step per method at the config's size (counted on the CPU with a batch
-    of 1 and scaled to the batch), and the H200 time of the whole run they imply."""
+    of 1 and scaled to the batch; that step's CPU time too), and the H200 time of the whole run they
+    imply: per step the larger of FLOPs / (30 % of 790 TFLOP/s) and the measured H200 step."""
     import math
 
     import torch
@@ -193,19 +205,29 @@ def estimate(config: Any) -> dict:
     for spec in config.method_specs():
         model = methods.build(spec.name, bb, spec.members, 10, seed=0)
         with FlopCounterMode(display=False) as counter:
-            logits = model(pixel_values=x)
-            torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(logits.shape[1])).backward()
+            _train_step(model, x, y)
+        cpu_s = time.perf_counter()
+        _train_step(model, x, y)  # timed on its own (the counter slows it down)
+        cpu_s = time.perf_counter() - cpu_s
         tflop = counter.get_total_flops() * config.batch_size / 1e12
         flop_ms = 1000 * tflop / (H200_PEAK_TFLOPS * UTILISATION)
         floor_ms = H200_STEP_MS.get(spec.name, H200_STEP_MS["limit_m4"] * (1 if spec.name == "single" else
                                                                            spec.members))
         ms = max(flop_ms, floor_ms)
         total_s += ms * steps / 1000 * len(config.seeds)
-        out["pairs"][spec.label] = {"tflop_per_step": round(tflop, 3), "flop_bound_ms": round(flop_ms, 1),
+        out["pairs"][spec.label] = {"cpu_ms_one_image": round(1000 * cpu_s),
+                                    "cpu_gflops": round(counter.get_total_flops() / cpu_s / 1e9, 1),
+                                    "tflop_per_step": round(tflop, 3), "flop_bound_ms": round(flop_ms, 1),
                                     "measured_floor_ms": floor_ms,
                                     "estimate_s_per_seed": round(ms * steps / 1000)}
         del model
-    out["train_s_all_seeds"] = round(total_s)
+    per_seed = total_s / len(config.seeds) + EVAL_S_PER_PAIR * len(out["pairs"])
+    budget = float(_env("BUDGET_S", "480"))
+    out.update({"train_s_all_seeds": round(total_s), "seconds_per_seed": round(per_seed),
+                "seconds_all_seeds": round(FIXED_S + per_seed * len(config.seeds)),
+                "seeds_within_budget": int(max(0.0, budget - FIXED_S) // per_seed), "budget_s": budget,
+                "assumed": {"fixed_s": FIXED_S, "eval_s_per_pair": EVAL_S_PER_PAIR,
+                            "utilisation": UTILISATION, "peak_tflops": H200_PEAK_TFLOPS}})
     return out
 
 
