@@ -288,4 +288,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sve.errors import SVEError
+
+    try:
+        sys.exit(main())
+    except SVEError as err:  # bad input (no bundle, a damaged file, a bad SET): one line, exit 2
+        print(f"gpu_table1: error: {err}", file=sys.stderr)
+        sys.exit(2)
