@@ -1,9 +1,11 @@
-"""The ``sve`` command line: ``python -m sve run|report|list`` (also the ``sve`` console script).
+"""The ``sve`` command line: ``python -m sve run|report|list|bundle`` (also the ``sve`` console script).
 
     sve run CONFIG [--out DIR] [--set key=value ...] [--new]   train + evaluate, write a run folder
     sve run RUN_DIR                                            continue a killed / stopped run
     sve report RUN [--no-figures]     print the metrics table, export figures to RUN/figures/
     sve list [--root DIR]             the runs under DIR (default: runs/), newest first
+    sve bundle --backbone NAME --dataset NAME --train N --test N --out DIR
+                                      weights + data subset for a machine without the assets
 
 ``run`` continues an unfinished run of the same config under the same root unless ``--new`` is
 given. Errors print one line on stderr and exit with code 2; ``--debug`` shows the traceback.
@@ -26,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     parser = argparse.ArgumentParser(prog="sve", description="Singular Value Ensembles: experiment runs.",
                                      parents=[common])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,report,list}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,report,list,bundle}")
 
     p = sub.add_parser("run", parents=[common], help="train and evaluate the methods of a config",
                        description="Train every method x seed of CONFIG and write a run folder.")
@@ -48,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", parents=[common], help="list run folders, newest first")
     p.add_argument("--root", help="folder that holds run folders (default: $SVE_RUNS or runs/)")
     p.set_defaults(func=cmd_list)
+    _add_bundle_parser(sub, common)
     return parser
 
 
@@ -204,6 +207,42 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{it['id']:<{width}}  {it['state']:<12} {done:>7}  {it['name'] or ''}")
         if it["state"] == "incompatible":
             print(f"{'':<{width}}  {it['error']}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# bundle
+
+
+def _add_bundle_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("bundle", parents=[common], help="write a portable backbone + data bundle",
+                       description="Write a backbone's converted weights and a seeded subset of a dataset "
+                                   "to DIR (sve.bundle), to train where the asset packages are missing "
+                                   "(SVE_BUNDLE=DIR).")
+    p.add_argument("--backbone", default="dinov2-small", help="a timm image backbone (default: dinov2-small)")
+    p.add_argument("--dataset", default="fashion-mnist", help="an image dataset (default: fashion-mnist)")
+    for split, n in (("train", 2048), ("val", 512), ("test", 2048)):
+        p.add_argument(f"--{split}", type=int, default=n, metavar="N", help=f"{split} items (default: {n})")
+    p.add_argument("--seed", type=int, default=0, help="the data split seed (default: 0)")
+    p.add_argument("--image-size", type=int, default=224, help="default load size in px (default: 224)")
+    p.add_argument("--dtype", default="float16", help="weight storage dtype (default: float16)")
+    p.add_argument("--max-mb", type=float, default=50.0, help="refuse a bigger bundle (default: 50)")
+    p.add_argument("--out", required=True, help="the bundle folder to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_bundle)
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from sve import bundle
+
+    path = bundle.write(args.out, backbone=args.backbone, dataset=args.dataset, train=args.train,
+                        val=args.val, test=args.test, seed=args.seed, image_size=args.image_size,
+                        dtype=args.dtype, max_mb=args.max_mb, force=args.force)
+    manifest = bundle.read_manifest(path, verify=())
+    counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["dataset"]["splits"].items())
+    print(f"{path}: {manifest['backbone']['name']} ({manifest['backbone']['dtype']}), "
+          f"{manifest['dataset']['name']} ({counts}), {manifest['total_mb']:.1f} MiB")
+    print(f"use it with: SVE_BUNDLE={path}")
     return 0
 
 
