@@ -4,8 +4,9 @@ Every function returns a ``plotly.graph_objects.Figure`` drawn with one template
 readable fonts, the Okabe–Ito colour-blind-safe palette, white background, axis titles with units.
 Inputs follow :mod:`sve.metrics` (logits ``(N, M, C)`` or ``(N, C)``, labels ``(N,)``, uncertainty
 scores with higher = more uncertain). Where several methods are compared, pass a mapping
-``{method name: data}``. :func:`export` writes PNG/SVG/PDF through kaleido and a system Chromium,
-all figures in one browser start.
+``{method name: data}``; ``combine`` (how members' predictions are combined, ``"prob"`` or
+``"logit"``) may then be a mapping ``{method name: combine}`` too. :func:`export` writes PNG/SVG/PDF
+through kaleido and a system Chromium, all figures in one browser start.
 """
 
 from __future__ import annotations
@@ -110,6 +111,17 @@ def _named(data: Any, kind: str) -> dict[str, Any]:
     return named
 
 
+def _combine_of(combine: str | Mapping[str, str], name: str) -> str:
+    """How method ``name``'s members are combined: ``combine`` itself, or its entry when a per-method
+    mapping ``{method: "prob" | "logit"}`` is given (a run whose methods combine differently)."""
+    if isinstance(combine, Mapping):
+        if name not in combine:
+            raise DataError(f"combine has no entry for {name!r}; give one for every method plotted "
+                            f"(it has {sorted(combine)}).")
+        return combine[name]
+    return combine
+
+
 def _pair(value: Any, name: str, what: str) -> tuple[Any, ...]:
     if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
         raise DataError(f"{name!r}: expected a tuple {what}; got {type(value).__name__}.")
@@ -119,7 +131,8 @@ def _pair(value: Any, name: str, what: str) -> tuple[Any, ...]:
 # ----------------------------------------------------------------------------- calibration
 
 
-def _reliability_data(data: Any, labels: Any, n_bins: int, scheme: str, combine: str) -> dict[str, Any]:
+def _reliability_data(data: Any, labels: Any, n_bins: int, scheme: str,
+                      combine: str | Mapping[str, str]) -> dict[str, Any]:
     if labels is not None:
         data = (data, labels)
     out = {}
@@ -128,7 +141,7 @@ def _reliability_data(data: Any, labels: Any, n_bins: int, scheme: str, combine:
             out[name] = value
         else:
             logits, y = _pair(value, name, "(logits, labels) or a ReliabilityBins")[:2]
-            out[name] = metrics.reliability_bins(logits, y, n_bins, scheme, combine)
+            out[name] = metrics.reliability_bins(logits, y, n_bins, scheme, _combine_of(combine, name))
     return out
 
 
@@ -203,7 +216,7 @@ def reliability_diagram(
     *,
     n_bins: int = 15,
     scheme: str = "width",
-    combine: str = "prob",
+    combine: str | Mapping[str, str] = "prob",
     overlay: bool = False,
     max_cols: int = 3,
     title: str | None = None,
@@ -272,7 +285,7 @@ def reliability_diagram(
 def confidence_histogram(
     data: Any,
     *,
-    combine: str = "prob",
+    combine: str | Mapping[str, str] = "prob",
     n_bins: int = 20,
     log_y: bool = True,
     title: str | None = "Confidence histogram",
@@ -283,7 +296,7 @@ def confidence_histogram(
     bins stay visible next to the crowded top bin."""
     fig = go.Figure()
     for i, (name, logits) in enumerate(_named(data, "confidence_histogram").items()):
-        conf = metrics.predictive_probs(logits, combine).max(1)
+        conf = metrics.predictive_probs(logits, _combine_of(combine, name)).max(1)
         b = metrics.calibration_bins(conf, np.zeros_like(conf), n_bins)
         fig.add_trace(
             go.Bar(
@@ -450,7 +463,7 @@ def risk_coverage_curves(
     data: Any,
     labels: Any = None,
     *,
-    combine: str = "prob",
+    combine: str | Mapping[str, str] = "prob",
     max_points: int = 400,
     title: str | None = "Selective prediction",
 ) -> go.Figure:
@@ -461,7 +474,7 @@ def risk_coverage_curves(
     fig = go.Figure()
     for i, (name, value) in enumerate(_named(data, "risk_coverage_curves").items()):
         logits, y, *rest = _pair(value, name, "(logits, labels[, scores])")
-        cov, risk = metrics.risk_coverage(logits, y, rest[0] if rest else None, combine)
+        cov, risk = metrics.risk_coverage(logits, y, rest[0] if rest else None, _combine_of(combine, name))
         keep = np.unique(np.linspace(0, len(cov) - 1, min(max_points, len(cov))).round().astype(int))
         fig.add_trace(
             go.Scatter(

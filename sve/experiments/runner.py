@@ -38,6 +38,19 @@ EVENTS = ("run_start", "method_start", "step", "epoch", "method_end", "run_end")
 
 #: cost.json entries repeated on every metrics row of a method × seed (the last columns)
 COST_COLUMNS = ("trainable_params", "overhead_pct", "train_time_s", "train_peak_rss_mb", "eval_time_s")
+#: key of ``fit``'s epoch info holding one validation NLL per member, for a model whose members train
+#: (and are judged) independently; recorded as ``history.json["members"]``
+MEMBER_NLL_KEY = "member_val_nll"
+
+
+def history_converged(history: dict) -> bool:
+    """Whether one method × seed converged, by ``sve.stats.converged`` on its ``history.json``:
+    member-wise (every member converged) when it holds one epoch history per member under
+    ``"members"``, else on the ``"epoch"`` rows (the validation NLL of the combined prediction)."""
+    from sve.stats import converged
+
+    members = history.get("members")
+    return converged(members if members else history["epoch"])
 
 
 Callback = Callable[[str, dict], Any]
@@ -519,9 +532,10 @@ class _Runner:
                 "eval_peak_rss_mb": eval_memory.peak_mb, "eval_rss_delta_mb": eval_memory.delta_mb,
                 "train_cuda_peak_mb": train_memory.cuda_peak_mb,
                 "memory_method": "peak RSS sampled every 50 ms (psutil)"}
+        converged = history_converged(recorder.history)
         base = {"method": spec.label, "base_method": spec.name, "seed": seed,
                 "members": int(logits["test"].shape[1]), "combine": spec.combine,
-                "sigma_decay": spec.sigma_decay}
+                "sigma_decay": spec.sigma_decay, "converged": converged}
         cost_columns = {k: cost[k] for k in COST_COLUMNS}
         rows = [{**base, **row, **cost_columns} for row in rows]
 
@@ -530,7 +544,7 @@ class _Runner:
         write_npz(folder / "logits.npz", arrays)
         write_json(folder / "metrics.json", {"rows": rows, "temperatures": temperatures})
         fit_summary = {"best_epoch": result.best_epoch, "best": result.best, "steps": result.steps,
-                       "temperature": result.temperature, "stopped": result.stopped}
+                       "temperature": result.temperature, "stopped": result.stopped, "converged": converged}
         write_json(folder / "history.json", {**recorder.history, "fit": fit_summary})
         if recorder.snapshots:
             write_npz(folder / "spectra.npz", _spectra_arrays(recorder.snapshots))
@@ -566,7 +580,8 @@ class _Runner:
 
 
 class _FitRecorder:
-    """The ``sve.train.fit`` callback of one method × seed: keeps the step and epoch rows, takes a
+    """The ``sve.train.fit`` callback of one method × seed: keeps the step and epoch rows (and each
+    member's validation NLL when ``fit`` reports :data:`MEMBER_NLL_KEY`), takes a
     σ snapshot (``sve.methods.spectra``) at init and after every epoch for SVE-like models, updates
     ``status.json`` per epoch and forwards the events to the run's callbacks."""
 
@@ -587,6 +602,11 @@ class _FitRecorder:
             return go_on
         if event == "epoch":
             self.history["epoch"].append(record)
+            member_nll = fit_info.get(MEMBER_NLL_KEY)
+            if member_nll is not None:  # members judged one by one (see history_converged)
+                members = self.history.setdefault("members", [[] for _ in member_nll])
+                for rows, value in zip(members, member_nll):
+                    rows.append({"epoch": record.get("epoch"), "val_nll": float(value)})
             epoch, step = len(self.history["epoch"]), len(self.history["step"])
             if self.snapshots:
                 self.snapshots.append((epoch, step, _spectra_of(self.model)))
