@@ -1,9 +1,10 @@
 """The result tabs: Reliability, Spectrum, OOD, Members, Cost — for one run or two side by side.
 
 Each tab function draws one run into the current container; ``slot`` ("a"/"b") keeps widget keys
-apart in compare mode. Numbers come from the run folder (``Run.metrics``, ``Run.logits``,
-``Run.spectra``...), scores from ``sve.metrics`` and figures from ``sve.plots``; tabs are lazy
-(only the open tab is computed).
+apart in compare mode. Every table, score and figure comes from the results API of
+``sve.experiments.results`` (``Run.rows``, ``Run.uncertainty``, ``reliability_figure``...), the same
+one the notebooks and ``sve report`` use, so a run shows the same numbers here (each method with its
+own ``combine``); tabs are lazy (only the open tab is computed).
 """
 
 from __future__ import annotations
@@ -21,22 +22,12 @@ TABS = ("Reliability", "Spectrum", "OOD", "Members", "Cost")
 #: the OOD scores offered (sve.metrics names → labels); all "higher = more uncertain"
 SCORES = {"mutual_info": "mutual information", "entropy": "predictive entropy",
           "msp": "1 − max probability (MSP)", "energy": "energy", "disagreement": "member disagreement"}
-TABLE_COLUMNS = ["method", "accuracy", "ece", "nll", "brier", "temperature"]
+TABLE_COLUMNS = ["method", "accuracy", "ece", "nll", "brier", "temperature", "converged"]
 N_SAMPLES = 6
 
 
-def _rows(run: Any, seed: int, split: str = "test", member: str | None = "ensemble",
-          calibration: str = "none") -> Any:
-    """Rows of ``run.metrics`` for one seed / eval set / member / calibration."""
-    table = run.metrics
-    keep = (table["seed"] == seed) & (table["split"] == split) & (table["calibration"] == calibration)
-    if member is not None:
-        keep &= table["member"] == member
-    return table[keep]
-
-
 def _seed(run: Any, slot: str) -> int:
-    seeds = sorted({s for _, s in run.done})
+    seeds = run.seeds
     if len(seeds) == 1:
         return seeds[0]
     return st.selectbox("Seed", seeds, key=f"seed-{slot}")
@@ -50,32 +41,21 @@ def _name(run: Any, what: str) -> str:
 
 
 def reliability(run: Any, slot: str) -> None:
-    from sve import plots
+    from sve.experiments import results
 
     seed = _seed(run, slot)
     ts = st.toggle("Temperature scaling (T fitted on the validation set)", key=f"ts-{slot}")
-    methods = [m for m, s in run.done if s == seed]
-    data = {}
-    for m in methods:
-        z, y = run.logits(m, seed, "test")
-        data[m] = (z / run.temperature(m, seed), y) if ts else (z, y)
+    calibration = "ts" if ts else "none"
     title = "Reliability on test" + (", temperature-scaled" if ts else "")
-    export.show(plots.reliability_diagram(data, title=title, combine=run.config.combine),
+    export.show(results.reliability_figure(run, seed, calibration, title=title),
                 _name(run, "reliability" + ("_ts" if ts else "")), f"rel-{slot}")
-    table = _rows(run, seed, calibration="ts" if ts else "none")
+    table = run.rows(seed=seed, calibration=calibration)
     st.dataframe(table[[c for c in TABLE_COLUMNS if c in table]].set_index("method"),
                  key=f"reltable-{slot}", width="stretch")
     export.csv_button(table, _name(run, "calibration"), f"rel-{slot}", "Table as CSV")
-    export.show(plots.confidence_histogram({m: z for m, (z, _) in data.items()}, combine=run.config.combine),
-                _name(run, "confidence"), f"conf-{slot}")
-    shifted = run.metrics[run.metrics["split"].str.startswith("shift:")]
-    if len(shifted):
-        rows = run.metrics[(run.metrics["member"] == "ensemble") & (run.metrics["seed"] == seed)
-                           & (run.metrics["calibration"] == ("ts" if ts else "none"))]
-        rows = rows[rows["split"].str.startswith("shift:") | (rows["split"] == "test")].copy()
-        rows["severity"] = [int(s.rsplit(":", 1)[1]) if s.startswith("shift:") else 0 for s in rows["split"]]
-        curve = rows.groupby(["method", "severity"], sort=False)[["accuracy", "ece", "mean_entropy"]].mean()
-        fig = plots.shift_curves(curve.reset_index(), title="Under shift (mean over corruptions)")
+    export.show(results.confidence_figure(run, seed, calibration), _name(run, "confidence"), f"conf-{slot}")
+    fig = results.shift_figure(run, seed, calibration)
+    if fig is not None:
         export.show(fig, _name(run, "shift"), f"shift-{slot}")
 
 
@@ -83,7 +63,8 @@ def reliability(run: Any, slot: str) -> None:
 
 
 def spectrum(run: Any, slot: str) -> None:
-    from sve import metrics, plots
+    from sve import metrics
+    from sve.experiments import results
 
     seed = _seed(run, slot)
     methods = [m for m, s in run.done if s == seed and run.spectra_history(m, seed)]
@@ -91,17 +72,16 @@ def spectrum(run: Any, slot: str) -> None:
         st.info("No method of this run has singular-value members (SVE / SVF), so there is no spectrum.")
         return
     method = methods[0] if len(methods) == 1 else st.selectbox("Method", methods, key=f"spm-{slot}")
-    final, history = run.spectra(method, seed), run.spectra_history(method, seed)
+    final = run.spectra(method, seed)
     layer = st.selectbox("Layer", list(final), key=f"layer-{slot}")
-    export.show(plots.spectrum_plot(final, layer), _name(run, f"spectrum_{method}_{layer}"), f"spec-{slot}")
-    export.show(plots.spectrum_heatmap(final), _name(run, f"spectrum_heatmap_{method}"), f"heat-{slot}")
-    if final[layer][0].shape[0] > 1:
-        export.show(plots.member_distance_matrix(final, layer),
-                    _name(run, f"member_distances_{method}_{layer}"), f"dist-{slot}")
-    if len(history) > 1:
-        fig = plots.spectrum_history(history, layer, title=f"σ drift over epochs ({layer})")
-        fig.update_xaxes(title_text="epoch (0 = initialisation)")   # one σ snapshot per epoch
-        export.show(fig, _name(run, f"spectrum_history_{method}_{layer}"), f"hist-{slot}")
+    figs = results.spectrum_figures(run, method, seed, layer, by="epoch")   # one σ snapshot per epoch
+    names = {"spectrum": f"spectrum_{method}_{layer}", "spectrum_heatmap": f"spectrum_heatmap_{method}",
+             "member_distances": f"member_distances_{method}_{layer}",
+             "spectrum_history": f"spectrum_history_{method}_{layer}"}
+    keys = {"spectrum": "spec", "spectrum_heatmap": "heat", "member_distances": "dist",
+            "spectrum_history": "hist"}
+    for kind, fig in figs.items():
+        export.show(fig, _name(run, names[kind]), f"{keys[kind]}-{slot}")
     with st.expander("Per-layer diversity table"):
         st.dataframe(metrics.spectrum_table(final), key=f"sptable-{slot}")
 
@@ -117,8 +97,9 @@ def _samples(path: str, split: str) -> Any:
 
 
 def _show_samples(run: Any, idx: np.ndarray, z: np.ndarray, y: np.ndarray, scores: np.ndarray,
-                  slot: str, which: str) -> None:
-    """Each sample with its score, its label and every member's prediction."""
+                  slot: str, which: str, *, combine: str = "prob") -> None:
+    """Each sample with its score, its label, every member's prediction and the ensemble's
+    (``combine``: the method's own, ``Run.combine(method)``)."""
     from sve import metrics
 
     try:
@@ -127,7 +108,7 @@ def _show_samples(run: Any, idx: np.ndarray, z: np.ndarray, y: np.ndarray, score
         st.warning(f"Cannot rebuild the test samples: {describe(exc)}")
         return
     probs = metrics.member_probs(z)                    # (N, M, C)
-    ens = metrics.predictive_probs(z, run.config.combine)   # (N, C): the combined prediction
+    ens = metrics.predictive_probs(z, combine)   # (N, C): the combined prediction
     classes = list(ds.classes) or [str(c) for c in range(z.shape[-1])]
     cols = st.columns(len(idx))
     for col, i in zip(cols, idx):
@@ -145,7 +126,8 @@ def _show_samples(run: Any, idx: np.ndarray, z: np.ndarray, y: np.ndarray, score
 
 
 def ood(run: Any, slot: str) -> None:
-    from sve import metrics, plots
+    from sve import metrics
+    from sve.experiments import results
 
     seed = _seed(run, slot)
     sets = [s for s in run.splits if s.startswith("ood:")]
@@ -155,38 +137,31 @@ def ood(run: Any, slot: str) -> None:
     method = c2.selectbox("Method", methods, key=f"oodm-{slot}")
     ood_set = c3.selectbox("OOD set", sets, key=f"oods-{slot}", format_func=lambda s: s[4:]) if sets else None
     test_z, test_y = run.logits(method, seed, "test")
-    single = test_z.shape[1] == 1
-    if single and score in metrics.ENSEMBLE_ONLY_SCORES:
+    if test_z.shape[1] == 1 and score in metrics.ENSEMBLE_ONLY_SCORES:
         st.warning(f"{SCORES[score]} is zero for a single model ({method} has one member); pick another "
                    "score or an ensemble method.")
-    id_scores = metrics.uncertainty(test_z, score, run.config.combine)
+    id_scores = run.uncertainty(method, score, seed, "test")
     if ood_set is None:
         st.info("This run has no OOD set; add one in the sidebar (OOD sets) and train again.")
     else:
-        ood_scores = metrics.uncertainty(run.logits(method, seed, ood_set)[0], score, run.config.combine)
+        ood_scores = run.uncertainty(method, score, seed, ood_set)
         result = metrics.ood_metrics(id_scores, ood_scores)
         m1, m2, m3 = st.columns(3)
         m1.metric("AUROC", f"{result['auroc']:.3f}")
         m2.metric("FPR at 95% TPR", f"{result['fpr95']:.3f}")
         m3.metric("AUPR-Out", f"{result['aupr_out']:.3f}")
-        export.show(plots.ood_histograms({SCORES[score]: (id_scores, ood_scores)},
-                                         title=f"{method}: test vs {ood_set[4:]}"),
+        export.show(results.ood_histogram_figure(run, method, ood_set, seed, {score: SCORES[score]}),
                     _name(run, f"ood_hist_{method}_{ood_set[4:]}_{score}"), f"oodh-{slot}")
-        pairs, combine = {}, run.config.combine
-        for m in methods:
-            z = run.logits(m, seed, "test")[0]
-            if z.shape[1] == 1 and score in metrics.ENSEMBLE_ONLY_SCORES:
-                continue
-            ood_z = run.logits(m, seed, ood_set)[0]
-            pairs[m] = (metrics.uncertainty(z, score, combine), metrics.uncertainty(ood_z, score, combine))
-        if pairs:
-            export.show(plots.roc_curves(pairs, title=f"ROC: test vs {ood_set[4:]} ({SCORES[score]})"),
-                        _name(run, f"ood_roc_{ood_set[4:]}_{score}"), f"roc-{slot}")
+        fig = results.ood_roc_figure(run, ood_set, seed, score, methods,
+                                     title=f"ROC: test vs {ood_set[4:]} ({SCORES[score]})")
+        if fig is not None:
+            export.show(fig, _name(run, f"ood_roc_{ood_set[4:]}_{score}"), f"roc-{slot}")
     order = np.argsort(-id_scores, kind="stable")
+    combine = run.combine(method)
     st.markdown(f"**Most uncertain test samples** ({method}, {SCORES[score]})")
-    _show_samples(run, order[:N_SAMPLES], test_z, test_y, id_scores, slot, "most")
+    _show_samples(run, order[:N_SAMPLES], test_z, test_y, id_scores, slot, "most", combine=combine)
     st.markdown("**Least uncertain test samples**")
-    _show_samples(run, order[::-1][:N_SAMPLES], test_z, test_y, id_scores, slot, "least")
+    _show_samples(run, order[::-1][:N_SAMPLES], test_z, test_y, id_scores, slot, "least", combine=combine)
 
 
 # ----------------------------------------------------------------------------- Members
@@ -195,7 +170,8 @@ def ood(run: Any, slot: str) -> None:
 def members(run: Any, slot: str) -> None:
     import plotly.express as px
 
-    from sve import metrics, plots
+    from sve import metrics
+    from sve.experiments import results
 
     seed = _seed(run, slot)
     methods = [m for m, s in run.done if s == seed]
@@ -204,12 +180,7 @@ def members(run: Any, slot: str) -> None:
         st.info("No ensemble method (M > 1) in this run.")
         return
     method = st.selectbox("Method", ensembles, key=f"memm-{slot}")
-    rows = _rows(run, seed, member=None)
-    rows = rows[rows["method"] == method].copy()
-    rows["member"] = [m if m == "ensemble" else f"member {m}" for m in rows["member"]]
-    export.show(plots.cost_bars(rows, method="member", columns=["accuracy", "ece"],
-                                title=f"{method}: each member and the ensemble (test)"),
-                _name(run, f"members_{method}"), f"memb-{slot}")
+    export.show(results.member_figure(run, method, seed), _name(run, f"members_{method}"), f"memb-{slot}")
     z = run.logits(method, seed, "test")[0]
     div = metrics.diversity(z)
     c1, c2, c3 = st.columns(3)
@@ -223,23 +194,18 @@ def members(run: Any, slot: str) -> None:
                     title=f"{method}: fraction of test samples two members classify differently")
     fig.update_layout(template="sve", width=600, height=500)
     export.show(fig, _name(run, f"disagreement_{method}"), f"dis-{slot}")
-    st.dataframe(rows.set_index("member")[["accuracy", "ece", "nll", "brier"]], key=f"memtable-{slot}")
+    st.dataframe(results.member_table(run, method, seed), key=f"memtable-{slot}")
 
 
 # ----------------------------------------------------------------------------- Cost
 
 
 def cost(run: Any, slot: str) -> None:
-    from sve import plots
+    from sve.experiments import results
 
     seed = _seed(run, slot)
-    rows = _rows(run, seed)
-    table = rows.set_index("method")[["members", "trainable_params", "overhead_pct", "train_time_s",
-                                      "train_peak_rss_mb", "eval_time_s"]]
-    bars = table.rename(columns={"trainable_params": "params", "train_time_s": "time_s",
-                                 "train_peak_rss_mb": "memory_mb"})
-    export.show(plots.cost_bars(bars.reset_index()), _name(run, "cost"), f"cost-{slot}")
-    st.dataframe(table, key=f"costtable-{slot}")
+    export.show(results.cost_figure(run, seed), _name(run, "cost"), f"cost-{slot}")
+    st.dataframe(run.cost_table(seed), key=f"costtable-{slot}")
     st.caption("params: trainable parameters (heads included); "
                "overhead_pct: 100·(trainable − heads)/backbone; "
                "memory: peak RSS while training (sampled every 50 ms).")

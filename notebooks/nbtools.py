@@ -1,8 +1,9 @@
 """Shared plumbing of the paper notebooks: modes, output folders, runs, mean ± std tables, claims.
 
 No ML here: a notebook picks an experiment config (``configs/<notebook>.yaml``), runs it through
-``sve.experiments`` and tabulates the run's ``metrics`` table; this module only saves each notebook the
-same boilerplate.
+``sve.experiments`` and tabulates the run's ``metrics`` table with the results API of
+``sve.experiments.results`` (``rows``, ``mean_std``, ``pm``, ``Run.shift_table``, ``Run.claims``...),
+the one the app and ``sve report`` use too; this module only saves each notebook the same boilerplate.
 
 Modes
 - ``QUICK=1`` (tests): the tiniest real settings (:data:`QUICK_SIZES`), outputs under ``$SVE_NB_OUT``
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from sve import experiments
+from sve.experiments.results import CALIBRATION_COLUMNS, mean_std, pm, rows
 from sve.paths import project_root, runs_dir
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +44,7 @@ QUICK_SIZES = dict(image_size=28, train_limit=64, val_limit=32, test_limit=32, o
 #: medium mode: half the samples and fewer epochs than the committed configs, same seeds and M
 MEDIUM_SIZES = dict(train_limit=256, val_limit=64, test_limit=256, ood_limit=256, epochs=2, warmup_epochs=1)
 #: metric columns shown in the calibration tables (names of ``sve.metrics.evaluate``)
-CALIBRATION = ("accuracy", "ece", "nll", "brier")
+CALIBRATION = CALIBRATION_COLUMNS
 
 
 def quick_mode(default: int = 0) -> bool:
@@ -165,46 +167,8 @@ def run(config: experiments.ExperimentConfig, out: Outputs, reuse: bool = True) 
 
 
 # ------------------------------------------------------------------------------------------
-# tables
-
-
-def rows(run: experiments.Run | pd.DataFrame, split: str = "test", member: str = "ensemble",
-         calibration: str | None = "none") -> pd.DataFrame:
-    """Rows of a run's metrics table for one eval set / member / calibration (None = both)."""
-    table = run.metrics if isinstance(run, experiments.Run) else run
-    keep = (table["split"] == split) & (table["member"] == member)
-    if calibration is not None:
-        keep &= table["calibration"] == calibration
-    return table[keep]
-
-
-def mean_std(table: pd.DataFrame, columns: Iterable[str], by: str | Sequence[str] = "method",
-             ) -> pd.DataFrame:
-    """Mean and std over seeds: columns ``<col>`` (mean), ``<col>_std`` and ``n_seeds``, ordered
-    as the groups first appear."""
-    columns = [c for c in columns if c in table.columns]
-    by = [by] if isinstance(by, str) else list(by)
-    groups = table.groupby(by, sort=False)[columns]
-    mean, std = groups.mean(), groups.std(ddof=1)
-    out = mean.join(std.add_suffix("_std"))
-    out["n_seeds"] = groups.size()
-    return out[[c for col in columns for c in (col, f"{col}_std")] + ["n_seeds"]]
-
-
-def pm(summary: pd.DataFrame, scale: dict[str, float] | float = 1.0, digits: int = 3) -> pd.DataFrame:
-    """``mean ± std`` strings from :func:`mean_std` (std omitted with one seed or when its
-    ``_std`` column was dropped); ``scale`` multiplies (e.g. 100 for percent), per column when a
-    dict; ``n_seeds`` is kept as is."""
-    out = pd.DataFrame(index=summary.index)
-    for col in (c for c in summary.columns if not c.endswith("_std") and c != "n_seeds"):
-        k = scale.get(col, 1.0) if isinstance(scale, dict) else scale
-        std = summary[f"{col}_std"] if f"{col}_std" in summary.columns else float("nan") * summary[col]
-        mean, std = summary[col] * k, std * k
-        out[col] = [f"{m:.{digits}f}" if math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
-                    for m, s in zip(mean, std)]
-    if "n_seeds" in summary.columns:
-        out["n_seeds"] = summary["n_seeds"]
-    return out
+# tables: ``rows``, ``mean_std`` and ``pm`` are sve.experiments.results' (imported above; the notebooks
+# call them as nb.rows, nb.mean_std, nb.pm), so a notebook shows the numbers the app and the CLI show
 
 
 def calibration_summary(run: experiments.Run, out: Outputs, extra: Sequence[str] = (),

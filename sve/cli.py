@@ -140,28 +140,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def summary_table(metrics: Any) -> Any:
-    """Ensemble rows, mean ± std over seeds, one row per method × eval set × calibration."""
-    import pandas as pd
+    """Ensemble rows, mean ± std over seeds, one row per method × eval set × calibration: the
+    results API of ``sve.experiments.results`` (``rows``, ``mean_std``, ``pm``), as in the app and
+    the notebooks."""
+    from sve.experiments import results
 
-    rows = metrics[metrics["member"].astype(str) == "ensemble"]
-    columns = [c for c in REPORT_COLUMNS if c in rows.columns and rows[c].notna().any()]
-    keys = ["method", "split", "calibration"]
-    table = {}
-    for key, group in rows.groupby(keys, sort=False):
-        cells = {}
-        for c in columns:
-            values = group[c].dropna()
-            if len(values) == 0:
-                cells[c] = ""
-            elif len(values) == 1:
-                cells[c] = f"{values.iloc[0]:.4f}"
-            else:
-                cells[c] = f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
-        cells["seeds"] = group["seed"].nunique()
-        table[key] = cells
-    out = pd.DataFrame.from_dict(table, orient="index")
-    out.index.names = keys
-    return out
+    part = results.rows(metrics, split=None, calibration=None)
+    columns = [c for c in REPORT_COLUMNS if c in part.columns and part[c].notna().any()]
+    summary = results.mean_std(part, columns, by=["method", "split", "calibration"])
+    return results.pm(summary, digits=4).rename(columns={"n_seeds": "seeds"})
+
+
+def convergence_line(metrics: Any) -> str:
+    """``converged: sve 3/3 seeds, single 2/3 seeds`` (``sve.stats.converged`` per method × seed)."""
+    from sve.experiments import results
+
+    flags = results.rows(metrics).groupby("method", sort=False)["converged"]
+    return "converged (sve.stats rule): " + ", ".join(
+        f"{method} {int(v.sum())}/{len(v)} seeds" for method, v in flags)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -176,6 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 50):
         print(summary_table(run.metrics).to_string())
+    print(convergence_line(run.metrics))
     print(f"full table: {run.path / 'metrics.csv'}")
     if not args.no_figures:
         from sve import plots
