@@ -171,7 +171,7 @@ def cmd_report(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 0
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 50):
-        print(summary_table(run.metrics).to_string())
+        print(summary_table(run.metrics).to_string(sparsify=False))   # every key on every line
     print(convergence_line(run.metrics))
     print(f"full table: {run.path / 'metrics.csv'}")
     if not args.no_figures:

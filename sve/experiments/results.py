@@ -245,7 +245,7 @@ class Run:
         if not len(table):
             return table
         pairs = list(zip(table["method"], table["seed"]))
-        for name, value, after in (("combine", self.combine, ("members",)),
+        for name, value, after in (("combine", lambda method, seed: self.combine(method), ("members",)),
                                    ("converged", self.converged, ("sigma_decay", "combine"))):
             if name not in table.columns:
                 known = {pair: value(*pair) for pair in dict.fromkeys(pairs)}
