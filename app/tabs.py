@@ -75,6 +75,8 @@ def spectrum(run: Any, slot: str) -> None:
     final = run.spectra(method, seed)
     layer = st.selectbox("Layer", list(final), key=f"layer-{slot}")
     figs = results.spectrum_figures(run, method, seed, layer, by="epoch")   # one σ snapshot per epoch
+    if "spectrum_history" in figs:
+        figs["spectrum_history"].update_layout(title_text=f"σ drift over epochs ({layer})")
     names = {"spectrum": f"spectrum_{method}_{layer}", "spectrum_heatmap": f"spectrum_heatmap_{method}",
              "member_distances": f"member_distances_{method}_{layer}",
              "spectrum_history": f"spectrum_history_{method}_{layer}"}

@@ -66,6 +66,9 @@ def test_report_prints_the_table(cli_run, capsys):
     out = capsys.readouterr().out
     assert "accuracy" in out and "auroc_mutual_info" in out and "ood:animal-mnist" in out
     assert "ts" in out and "none" in out and str(path / "metrics.csv") in out
+    assert "converged (sve.stats rule): sve 0/1 seeds" in out      # one epoch: nothing to compare
+    lines = out.splitlines()
+    assert sum(line.split()[:3] == ["sve", "test", "ts"] for line in lines) == 1   # every key on every line
 
 
 @pytest.mark.skipif(not HAS_CHROMIUM, reason="figure export needs /usr/bin/chromium (apt install chromium)")

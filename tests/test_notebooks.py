@@ -95,6 +95,15 @@ def nbtools():
     return nbtools
 
 
+def test_tables_are_the_results_api(nbtools):
+    """The notebooks tabulate with sve.experiments.results' own functions (as the app and the CLI do),
+    not with copies."""
+    from sve.experiments import results
+
+    assert (nbtools.rows, nbtools.mean_std, nbtools.pm) == (results.rows, results.mean_std, results.pm)
+    assert nbtools.CALIBRATION == results.CALIBRATION_COLUMNS
+
+
 def test_mean_std_and_pm(nbtools):
     import pandas as pd
 

@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,17 +71,13 @@ def test_rows_filters():
         results.rows(table.drop(columns="method"), method="a")
 
 
-def test_mean_std_pm_and_the_notebooks_use_the_same_functions():
+def test_mean_std_and_pm():
     summary = results.mean_std(results.rows(_table()), ["accuracy", "missing"])
     assert list(summary.columns) == ["accuracy", "accuracy_std", "n_seeds"]
     assert summary.loc["a", "accuracy"] == pytest.approx(0.81)
     assert summary.loc["a", "accuracy_std"] == pytest.approx(np.std([0.80, 0.82], ddof=1))
     shown = results.pm(summary.assign(nothing=np.nan), 100, digits=1)
     assert shown.loc["b", "accuracy"] == "61.0 ± 1.4" and shown.loc["b", "nothing"] == ""   # NaN mean: blank
-    sys.path.insert(0, str(ROOT / "notebooks"))
-    import nbtools
-
-    assert (nbtools.rows, nbtools.mean_std, nbtools.pm) == (results.rows, results.mean_std, results.pm)
 
 
 def test_shift_table_averages_corruptions_within_a_seed_then_seeds():

@@ -347,6 +347,11 @@ def test_metrics_table(tiny_run):
     assert set(table["member"]) == {"ensemble", "0", "1"} and set(table["calibration"]) == {"none", "ts"}
     assert len(table) == len(splits) * 3 * 2
     assert set(table["combine"]) == {"prob"} and set(table["sigma_decay"]) == {"zero"}
+    import pandas as pd
+
+    written = pd.read_csv(tiny_run[0] / "metrics.csv")["converged"]          # by the runner, per row
+    assert written.dtype == bool and not written.any()                      # 1 epoch: nothing to compare
+    assert experiments.read_json(tiny_run[0] / "sve" / "seed0" / "history.json")["fit"]["converged"] is False
     ens = table[(table["member"] == "ensemble") & (table["calibration"] == "none")].set_index("split")
     assert 0 <= ens.loc["test", "accuracy"] <= 1 and np.isnan(ens.loc["ood:animal-mnist", "accuracy"])
     for score in ("msp", "entropy", "mutual_info", "energy"):
@@ -396,10 +401,29 @@ def test_load_run_accessors(tiny_run):
 
 
 def test_figures_of_a_run(tiny_run):
-    figs = experiments.load_run(tiny_run[0]).figures()
+    """Every standard figure is there and draws the run's numbers (the reliability diagrams and ROC
+    curves against the metrics rows: tests/test_results.py)."""
+    run = experiments.load_run(tiny_run[0])
+    figs = run.figures()
     assert {"reliability_test", "reliability_test_ts", "ood_animal-mnist_roc", "ood_holdout_roc", "shift",
             "spectrum_sve", "spectrum_history_sve", "member_distances_sve", "cost"} <= set(figs)
     assert all(fig.data for fig in figs.values())
+    table = run.metrics
+    ens = table[(table["member"] == "ensemble") & (table["calibration"] == "none")].set_index("split")
+    shift = figs["shift"].data       # one trace per metric; severity 0 = the clean test set
+    assert [t.name for t in shift] == ["sve"] * 3
+    for trace, column in zip(shift, ("accuracy", "ece", "mean_entropy")):
+        assert list(trace.x) == [0, 3]
+        assert list(trace.y) == pytest.approx([ens.loc["test", column], ens.loc["shift:contrast:3", column]])
+    cost = run.cost("sve")
+    bars = {trace.name: trace.y[0] for trace in figs["cost"].data}
+    assert bars == pytest.approx({"params": cost["trainable_params"], "time_s": cost["train_time_s"],
+                                  "memory_mb": cost["train_peak_rss_mb"]})
+    from sve import metrics
+
+    distance = np.asarray(figs["member_distances_sve"].data[0].z, dtype=float)   # the kept σ, all layers
+    assert distance == pytest.approx(100 * metrics.spectrum_distances(run.spectra("sve")))
+    assert distance[0, 1] > 0
 
 
 KILL_SCRIPT = """

@@ -490,19 +490,20 @@ def spectrum_figures(run: Run, method: str, seed: int | None = None, layer: str 
                      by: str = "step") -> dict[str, Any]:
     """The σ figures of an SVE-like method: ``spectrum``, ``spectrum_heatmap``, ``member_distances``
     (M > 1) and ``spectrum_history`` (σ drift over training, ``by`` step or epoch); ``{}`` without
-    SVE layers. ``layer``: the layer of the per-layer figures (default: the first)."""
+    SVE layers. ``layer``: the layer of the per-layer figures (default: each plot's own — the first
+    layer, or all layers for the member distances)."""
     from sve import plots
 
     final, history = run.spectra(method, seed), run.spectra_history(method, seed, by=by)
     if not final:
         return {}
-    layer = layer if layer is not None else next(iter(final))
     figs = {"spectrum": plots.spectrum_plot(final, layer), "spectrum_heatmap": plots.spectrum_heatmap(final)}
-    if final[layer][0].shape[0] > 1:
+    if next(iter(final.values()))[0].shape[0] > 1:
         figs["member_distances"] = plots.member_distance_matrix(final, layer)
     if len(history) > 1:
-        fig = plots.spectrum_history(history, layer, title=f"σ drift over training ({layer})")
-        fig.update_xaxes(title_text="epoch (0 = initialisation)" if by == "epoch" else "training step")
+        fig = plots.spectrum_history(history, layer)
+        if by == "epoch":
+            fig.update_xaxes(title_text="epoch (0 = initialisation)")
         figs["spectrum_history"] = fig
     return figs
 
