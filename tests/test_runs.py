@@ -221,7 +221,7 @@ class _FakeTraining:
             return False
         self.trained.append((spec.label, seed))
         row = {"method": spec.label, "seed": seed, "split": "test", "member": "ensemble",
-               "calibration": "none"}
+               "calibration": "none", "converged": False}
         experiments.write_json(folder / "metrics.json", {"rows": [row]})
         experiments.write_json(folder / "done.json", {})
         runner.write_metrics()
