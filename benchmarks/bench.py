@@ -12,7 +12,7 @@ Methods (``--methods``): ``limit`` (the plain backbone fully fine-tuned on the M
 what M members that differ in every layer cannot beat), ``sve-auto`` / ``sve-dense`` /
 ``sve-factored`` (``sve.wrap`` with that ``mode``), ``authors`` (the authors' published layer:
 dense ``einsum`` rebuild of every W_m at every forward, ``repeat_interleave`` sample-major batch;
-``AuthorsLayer`` below), ``deep_ensemble``, ``lora_ensemble``, ``batch_ensemble`` (``sve.methods``),
+``sve.methods.reference``), ``deep_ensemble``, ``lora_ensemble``, ``batch_ensemble`` (``sve.methods``),
 ``last-k`` (SVE on the last third of the blocks).
 
 What is measured, per setting × M (one process, all methods built side by side):
@@ -73,6 +73,7 @@ from torch import Tensor
 import sve
 from sve import ensemble, methods
 from sve.backbones import load_backbone
+from sve.methods import reference
 from sve.methods import sve as svem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,53 +105,14 @@ LR_OF = {"limit": "single", "authors": "sve", "last-k": "sve"}  # else "sve-*" -
 
 
 # ----------------------------------------------------------------------------------------------
-# the authors' layer, as a reference
+# the authors' layer, as a reference (sve.methods.reference): linear targets with a bias, as published
 
 
-class AuthorsLayer(ensemble.EnsembleLayer):
-    """The published SVE layer: every forward rebuilds all M dense weights with one ``einsum``,
-    ``W = einsum("ok,mk,ki->moi", U, σ.clamp(0), Vᵀ)``, and applies them to a sample-major view
-    ``(B, M, ..., in)`` of a ``repeat_interleave``-d batch, ``y = einsum("bm...i,moi->bm...o") + b_m``.
-    Float32 SVD. Same parameters and init as ``sve.methods.SVELayer``; linear layers only."""
-
-    def __init__(self, module: torch.nn.Module, num_members: int, generator: torch.Generator):
-        super().__init__(module, num_members)
-        U, s, Vh = svem.thin_svd(module.weight, "float32")
-        self.register_buffer("U", U)
-        self.register_buffer("Vh", Vh)
-        eps = torch.randn(num_members, s.numel(), generator=generator) * 0.01
-        self.sve_sigma = torch.nn.Parameter(s * (1 + eps))
-        noise = torch.randn(num_members, self.out_features, generator=generator) * 0.01
-        self.sve_bias = torch.nn.Parameter(module.bias.detach().float() + noise)
-
-    def forward(self, x: Tensor) -> Tensor:
-        W = torch.einsum("ok,mk,ki->moi", self.U, self.sve_sigma.clamp(min=0), self.Vh).to(x.dtype)
-        xs = x.reshape(-1, self.num_members, *x.shape[1:])
-        y = torch.einsum("bm...i,moi->bm...o", xs, W) + self.sve_bias.to(x.dtype).view(
-            self.num_members, *[1] * (x.ndim - 2), -1)
-        return y.reshape(*x.shape[:-1], -1)
-
-
-class AuthorsModel(ensemble.EnsembleModel):
-    """Inputs ``repeat_interleave``-d M times at the input (sample-major rows ``b·M + m``), the whole
-    trunk runs on B·M rows, features viewed as (B, M, D)."""
-
-    def features(self, *args: Tensor, **inputs: Tensor) -> Tensor:
-        inputs = self._inputs(args, inputs)
-        B, M = next(iter(inputs.values())).shape[0], self.num_members
-        feats = self.backbone.features(**{k: v.repeat_interleave(M, 0) for k, v in inputs.items()})
-        return feats.reshape(B, M, -1)
-
-
-def authors_model(backbone: Any, members: int) -> AuthorsModel:
+def authors_model(backbone: Any, members: int) -> reference.AuthorsModel:
     targets = [n for n in ensemble.select_targets(backbone, "all")
                if isinstance(backbone.model.get_submodule(n), torch.nn.Linear)
                and backbone.model.get_submodule(n).bias is not None]
-    factory = lambda module, name, num_members, generator: AuthorsLayer(module, num_members, generator)
-    model = ensemble.wrap_with(backbone, factory, members, NUM_CLASSES, targets, seed=0, fan_out="input",
-                           method="authors")
-    model.__class__ = AuthorsModel  # same state, features() swapped for the sample-major layout
-    return model
+    return reference.authors_model(backbone, members, NUM_CLASSES, targets, seed=0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def _env(name: str, default: str) -> str:
 
 def route_through_bundle() -> None:
     """Until ``sve.backbones.load_backbone`` / ``sve.data.load_dataset`` call the bundle hooks
-    themselves, wrap them here (``sve.runs`` looks both up on their modules at call time)."""
+    themselves, wrap them here (``sve.experiments`` looks both up on their modules at call time)."""
     from sve import backbones, bundle, data
 
     load_backbone, load_dataset = backbones.load_backbone, data.load_dataset
@@ -83,7 +83,7 @@ def route_through_bundle() -> None:
 
 
 class Deadline:
-    """A ``sve.runs`` callback: stop cleanly once ``budget_s`` has passed since the script started,
+    """A ``sve.experiments`` callback: stop cleanly once ``budget_s`` has passed since the script started,
     and do not start a pair whose method's last pair took longer than the time left."""
 
     def __init__(self, budget_s: float) -> None:
@@ -147,11 +147,11 @@ def export(run_dirs: list[Path], out: Path, summary: dict) -> None:
 
 
 def run_seeds(config: Any, runs_root: Path, deadline: Deadline, summary: dict) -> list[Path]:
-    """One run folder per seed, seed after seed (``sve.runs`` orders a run's pairs method-major):
+    """One run folder per seed, seed after seed (``sve.experiments`` orders a run's pairs method-major):
     a time-limited command then ends with every method of its finished seeds, paired. A seed is not
     started when the last one took longer than the time left; a failed seed is recorded and the
     next one tried."""
-    from sve import runs
+    from sve import experiments
 
     run_dirs, errors, last_s = [], {}, 0.0
     for seed in config.seeds:
@@ -162,7 +162,7 @@ def run_seeds(config: Any, runs_root: Path, deadline: Deadline, summary: dict) -
         one = config.with_overrides([f"seeds=[{seed}]", f"name={config.name}-seed{seed}"])
         started = time.time()
         try:
-            run_dirs.append(runs.run(one, out_dir=runs_root, callbacks=[deadline], resume=True))
+            run_dirs.append(experiments.run(one, out_dir=runs_root, callbacks=[deadline], resume=True))
         except Exception as err:  # e.g. one method failing on this device: keep the other seeds going
             errors[seed] = f"{type(err).__name__}: {err}"
             print(f"[{time.time() - T0:6.0f}s] seed {seed} failed: {errors[seed]}", flush=True)
@@ -171,7 +171,7 @@ def run_seeds(config: Any, runs_root: Path, deadline: Deadline, summary: dict) -
         last_s = time.time() - started
         if deadline.left() < 0:
             break
-    summary["states"] = {d.name: runs.read_status(d).get("state") for d in run_dirs}
+    summary["states"] = {d.name: experiments.read_status(d).get("state") for d in run_dirs}
     summary["errors"] = errors
     return run_dirs
 
@@ -242,11 +242,11 @@ def main() -> int:
 
     import torch
 
-    from sve import bundle, runs
+    from sve import bundle, experiments
 
     manifest = bundle.read_manifest(bundle.bundle_dir())  # checks every file's sha256 first
     overrides = (DRY_SET if dry else []) + [s for s in _env("SET", "").split(";") if s.strip()]
-    config = runs.as_config(CONFIG).with_overrides(overrides)
+    config = experiments.as_config(CONFIG).with_overrides(overrides)
     if _env("ESTIMATE", "0") == "1":
         print(json.dumps(estimate(config), indent=1))
         return 0

@@ -37,14 +37,12 @@ QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
 
 # %%
 import json
-import time
 
 import nbtools as nb
 import pandas as pd
 from IPython.display import display
 
-from sve import accounting, backbones, ensemble
-from sve.methods import sve as svem
+from sve import accounting, backbones
 
 QUICK = nb.quick_mode(QUICK)
 out = nb.outputs("08_cost", QUICK)
@@ -63,33 +61,14 @@ print(nb.describe(config, QUICK))
 # blocks' matrices, so it ignores embeddings).
 
 # %%
-import torch
-from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
-
-with torch.device("meta"):  # architecture only: no memory, no weights
-    paper_models = {
-        "bert-base (meta)": (BertModel(BertConfig(), add_pooling_layer=False), 8, 2),
-        "llama-2-7b (meta)": (LlamaModel(LlamaConfig(hidden_size=4096, intermediate_size=11008,
-                                                     num_hidden_layers=32, num_attention_heads=32,
-                                                     vocab_size=32000)), 16, 4),
-    }
+bbs = {name: (accounting.paper_architecture(name), M, C)
+       for name, (M, C) in accounting.PAPER_ARCHITECTURES.items()}
 loaded = {"dinov2-small": (backbones.load_backbone("dinov2-small", image_size=config.image_size), 4, 10)}
 if not QUICK:
     loaded["minilm-l6"] = (backbones.load_backbone("minilm-l6"), 8, 5)
     loaded["minilm-l3"] = (backbones.load_backbone("minilm-l3"), 8, 5)
-bbs = {name: (backbones.from_model(m, name=name), M, C) for name, (m, M, C) in paper_models.items()}
 bbs.update(loaded)
-
-records = []
-for name, (bb, paper_m, classes) in bbs.items():
-    d = bb.feature_dim
-    for M in sorted({1, 4, 8, 16, paper_m}):
-        count = accounting.count_parameters(bb, num_members=M, num_classes=classes)
-        records.append({"backbone": name, "d": d, "M": M, "base": count.base,
-                        "sve_params": count.sigma + count.bias,
-                        "overhead_pct": count.overhead_pct, "extra_members_pct": count.extra_members_pct,
-                        "formula_pct": 100 * (M - 1) * 5 / (4 * d), "paper_m": paper_m == M})
-overhead = pd.DataFrame(records).set_index(["backbone", "M"])
+overhead = accounting.overhead_table(bbs)
 out.save_table(overhead, "_overhead")
 overhead.round(4)
 
@@ -104,20 +83,15 @@ pd.DataFrame({"model": ["BERT-base", "BERT-base", "BERT-base", "LLaMA-2-7B"], "M
 # %% [markdown]
 # ## 2 · SVD set-up time (one-off, when `sve.wrap` decomposes every targeted weight)
 # Paper: 3.5 s (single author measurement, GPU). Here: wall time of `sve.wrap` on two CPU cores (SVD
-# in float64, `sve.wrap`'s default), measured before anything else decomposes these weights: within
-# one process `sve.methods.sve` keeps the factors, so a second wrap of the same backbone skips the SVD.
+# in float64, `sve.wrap`'s default; `sve.accounting.svd_setup_seconds` clears the SVD cache first, so
+# the decomposition itself is timed).
 # QUICK mode times the last 2 blocks only.
 
 # %%
 SETUP_TARGETS = "last:2" if QUICK else "all"
-setup = []
-for name, (bb, M, classes) in loaded.items():
-    layers = len(ensemble.select_targets(bb, SETUP_TARGETS))
-    start = time.perf_counter()
-    svem.wrap(bb, M, classes, targets=SETUP_TARGETS)  # in place: bb is not used after this
-    setup.append({"backbone": name, "M": M, "targets": SETUP_TARGETS, "layers": layers,
-                  "svd_setup_s": time.perf_counter() - start})
-setup = pd.DataFrame(setup).set_index("backbone")
+setup = pd.DataFrame([{"backbone": name, "M": M, "targets": SETUP_TARGETS,
+                       **accounting.svd_setup_seconds(bb, M, classes, SETUP_TARGETS)}
+                      for name, (bb, M, classes) in loaded.items()]).set_index("backbone")
 out.save_table(setup, "_svd_setup")
 setup
 

@@ -78,3 +78,70 @@ def count_parameters(model: Any, num_members: int | None = None, num_classes: in
     heads = num_members * (backbone.feature_dim + 1) * num_classes
     base = sum(p.numel() for p in trunk.parameters())
     return _count(base, num_members, num_members * sigma, num_members * bias, heads, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# the cost study (notebooks/08_cost): overhead tables and the SVD set-up time
+
+#: the paper's large backbones, as architectures only (the meta device: no weights, no memory),
+#: with the M and the number of classes the paper uses for them
+PAPER_ARCHITECTURES = {"bert-base (meta)": (8, 2), "llama-2-7b (meta)": (16, 4)}
+
+
+def paper_architecture(name: str) -> Any:
+    """BERT-base or LLaMA-2-7B (``PAPER_ARCHITECTURES``) built on the meta device, as a Backbone:
+    enough to count what SVE would add to them without their weights."""
+    import torch
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
+
+    from sve.backbones import from_model
+
+    if name not in PAPER_ARCHITECTURES:
+        raise ConfigError(f"unknown paper architecture {name!r}; use one of {list(PAPER_ARCHITECTURES)}.")
+    with torch.device("meta"):
+        if name.startswith("bert"):
+            model = BertModel(BertConfig(), add_pooling_layer=False)
+        else:
+            model = LlamaModel(LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                           num_attention_heads=32, vocab_size=32000))
+    return from_model(model, name=name)
+
+
+def overhead_table(entries: dict[str, tuple[Any, int, int]], members: tuple[int, ...] = (1, 4, 8, 16)) -> Any:
+    """SVE's counted parameter overhead next to the paper's formula, one row per backbone × M.
+
+    ``entries``: ``{name: (backbone, paper_M, num_classes)}``. Columns: ``d`` (feature width), ``base``,
+    ``sve_params`` (σ + per-member biases of all M members), ``overhead_pct``, ``extra_members_pct``
+    (see :class:`ParameterCount`), ``formula_pct`` = 100·(M−1)·5/(4d) (the papernotes formula: it
+    assumes separate Q, K, V projections and counts only the blocks' matrices) and ``paper_m``
+    (this M is the one the paper uses for the model). Indexed by (backbone, M).
+    """
+    import pandas as pd
+
+    records = []
+    for name, (backbone, paper_m, classes) in entries.items():
+        d = as_backbone(backbone).feature_dim
+        for m in sorted({*members, paper_m}):
+            count = count_parameters(backbone, num_members=m, num_classes=classes)
+            records.append({"backbone": name, "M": m, "d": d, "base": count.base,
+                            "sve_params": count.sigma + count.bias, "overhead_pct": count.overhead_pct,
+                            "extra_members_pct": count.extra_members_pct,
+                            "formula_pct": 100 * (m - 1) * 5 / (4 * d), "paper_m": m == paper_m})
+    return pd.DataFrame(records).set_index(["backbone", "M"])
+
+
+def svd_setup_seconds(backbone: Any, num_members: int, num_classes: int, targets: str | list[str] = "all",
+                      ) -> dict[str, Any]:
+    """Wall time of ``sve.wrap`` (dominated by the SVD of every targeted weight) on ``backbone``.
+
+    The SVD cache is cleared first, so the decomposition itself is timed. Returns ``layers`` (how
+    many weights were decomposed) and ``svd_setup_s``."""
+    import time
+
+    from sve.methods.sve import clear_svd_cache, wrap
+
+    layers = len(select_targets(as_backbone(backbone), targets))
+    clear_svd_cache()
+    start = time.perf_counter()
+    wrap(backbone, num_members, num_classes, targets=targets)
+    return {"layers": layers, "svd_setup_s": time.perf_counter() - start}

@@ -198,16 +198,6 @@ def test_gpu_script_dry_run_needs_no_plotting_app_or_asset_package(folder, tmp_p
     assert any(n.endswith("deep_ensemble/seed0/done.json") for n in names)
 
 
-@pytest.mark.xfail(strict=True, reason="sve/calibration.py imports scipy.optimize at module top, and "
-                                       "sve.train.fit / sve.runs need sve.calibration (the GPU machine has "
-                                       "scipy, so the run works there)")
-def test_training_path_imports_without_scipy():
-    code = HIDE.format(hidden=[*NOT_ON_GPU, "scipy"]) + (
-        "import sve.bundle, sve.train, sve.runs, sve.methods, sve.metrics, sve.calibration\n")
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-
 def test_hiding_prelude_makes_a_package_look_uninstalled():
     code = HIDE.format(hidden=["plotly"]) + (
         "import importlib.util\nassert importlib.util.find_spec('plotly') is None\n"

@@ -19,11 +19,11 @@ ROOT = Path(sve.__file__).parent
 #: the layers, lowest first: a module may import its own layer's and lower layers' modules only
 LAYERS = [
     {"sve.errors", "sve.paths"},
-    {"sve.metrics", "sve.stats", "sve.backbones", "sve.data", "sve.calibration", "sve.plots"},
+    {"sve.metrics", "sve.stats", "sve.backbones", "sve.data", "sve.bundle", "sve.calibration", "sve.plots"},
     {"sve.ensemble"},
     {"sve.methods"},
     {"sve.io", "sve.accounting"},
-    {"sve.train", "sve.bundle"},
+    {"sve.train"},
     {"sve.experiments"},
     {"sve.cli", "sve.__main__"},
 ]

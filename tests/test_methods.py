@@ -211,12 +211,12 @@ def test_same_seed_same_model(name):
 def test_method_table_and_learning_rates():
     assert set(methods.METHODS) == {"sve", "svf", "single", "deep_ensemble", "lora_ensemble",
                                     "batch_ensemble", "mc_dropout", "head_ensemble"}
-    for name, info in methods.METHODS.items():
-        assert info.description and info.lr > 0 and methods.default_lr(name) == info.lr
-        assert "seed" in info.options
-    # the paper's baseline settings
-    assert methods.default_lr("single") == methods.default_lr("deep_ensemble") == 1e-4
-    assert methods.default_lr("lora_ensemble") == methods.default_lr("sve") == 1e-3
+    for info in methods.METHODS.values():
+        assert info.description and "seed" in info.options
+    # the paper's learning rates (full fine-tuning 1e-4, LoRA-Ensemble / SVE 1e-3) and ours for the rest
+    expected = {"sve": 1e-3, "svf": 1e-3, "lora_ensemble": 1e-3, "batch_ensemble": 1e-3,
+                "head_ensemble": 1e-3, "single": 1e-4, "deep_ensemble": 1e-4, "mc_dropout": 1e-4}
+    assert {name: methods.default_lr(name) for name in methods.METHODS} == expected
     assert methods.METHODS["lora_ensemble"].options["rank"] == 8
     # single / svf are one model whatever the ensemble size asked for
     assert methods.build("single", _vit(), 4, C, seed=0).num_members == 1

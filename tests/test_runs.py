@@ -382,6 +382,7 @@ def test_load_run_accessors(tiny_run):
     assert run.samples("shift:contrast:3").images.shape == samples.images.shape
     history = run.history("sve")
     assert len(history["step"]) == 2 and len(history["epoch"]) == 1 and history["fit"]["best_epoch"] == 0
+    assert history["epoch"]["lr"].iloc[0] == pytest.approx(1e-3)  # no lr in the config: SVE's default
     snapshots = run.spectra_history("sve")
     assert [epoch for epoch, _ in snapshots] == [0, 1]
     assert [step for step, _ in run.spectra_history("sve", by="step")] == [0, 2]
