@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from sve import experiments
+from sve import experiments, stats
 from sve.experiments.results import CALIBRATION_COLUMNS, mean_std, pm, rows
 from sve.paths import project_root, runs_dir
 
@@ -74,13 +74,15 @@ class Outputs:
         table.assign(mode=mode(self.quick)).to_csv(path)
         return path
 
-    def conclude(self, claims: Sequence[Claim]):
+    def conclude(self, *parts: pd.DataFrame | Sequence[Claim]):
         """Save the verdicts as ``results/<notebook>_claims.csv`` and return the "what we found"
-        paragraph (IPython Markdown, written from the verdicts)."""
+        paragraph (IPython Markdown, written from the verdicts). ``parts``: verdict tables of
+        :func:`decide` (claims decided over seeds) and lists of :class:`Claim` (exact checks)."""
         from IPython.display import Markdown
 
-        self.save_table(claims_table(claims), "_claims")
-        return Markdown(findings(claims, self.quick))
+        table = verdicts_table(*parts)
+        self.save_table(table, "_claims")
+        return Markdown(findings(table, self.quick))
 
     def export(self, figs: dict, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
         """``sve.plots.export`` of ``{name: figure}`` into the notebook's figure folder."""
@@ -253,20 +255,84 @@ def ood_beats_single(summary: pd.DataFrame, split: str, method: str = "sve",
     return decide
 
 
+#: metrics shown in percentage points in the verdicts (fractions in the tables)
+PERCENT = ("accuracy", "ece", "adaptive_ece", "mce", "classwise_ece", "auroc", "aupr", "fpr95", "acc_at")
+
+
+def _scale(metric: str) -> tuple[float, str]:
+    return (100.0, " pp") if metric.startswith(PERCENT) else (1.0, "")
+
+
+def rule_text(claim: stats.Claim, n_claims: int | None = None) -> str:
+    """How a statistical claim is decided, in words (the threshold fixed before the runs)."""
+    k, unit = _scale(claim.metric)
+    if claim.kind == "close":
+        return (f"95 % CI of {claim.a} − {claim.b} ({claim.metric}) inside ±{k * claim.threshold:g}{unit}, "
+                "paired by seed")
+    better = "lower" if claim.direction == "lower" else "higher"
+    margin = ("" if claim.threshold == 0 else f" by ≥ {k * claim.threshold:g}{unit}" if claim.threshold > 0
+              else f" or at most {-k * claim.threshold:g}{unit} worse")
+    return f"95 % CI of {claim.a} − {claim.b} ({claim.metric}) wholly {better}{margin}, paired by seed"
+
+
+def decide(run: experiments.Run, claims: Sequence[stats.Claim], where: dict | None = None,
+           table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Claims decided over seeds: ``Run.claims`` (paired by seed, 95 % t-interval, verdicts held /
+    did not hold / inconclusive / not converged) plus the rule of each claim in words. ``table``:
+    a derived long table (method, seed, metric, converged) instead of the run's own rows."""
+    if table is None:
+        result = run.claims(claims, where=where)
+    else:
+        result = stats.claims_table(table, list(claims), where=where)
+    result["rule"] = [rule_text(c) for c in claims]
+    return result
+
+
+def _evidence(row: pd.Series) -> str:
+    k, unit = _scale(row["metric"])
+    a, b, d = k * row["a_mean"], k * row["b_mean"], k * row["diff"]
+    interval = ("one seed: no interval" if math.isnan(row["low"])
+                else f"95 % CI [{k * row['low']:+.2f}, {k * row['high']:+.2f}]{unit}")
+    return (f"{row['metric']}: {row['a']} {a:.2f} vs {row['b']} {b:.2f} (means over {row['n']} seeds); "
+            f"{row['a']} − {row['b']} = {d:+.2f}{unit}, {interval}")
+
+
+def verdicts_table(*parts: pd.DataFrame | Sequence[Claim]) -> pd.DataFrame:
+    """One table of verdicts (claim, rule, evidence, verdict, and for claims decided over seeds the
+    numbers: a, b, a_mean, b_mean, diff, low, high, n) from :func:`decide` tables and lists of
+    :class:`Claim` (exact checks: held / did not hold / undecided)."""
+    frames = []
+    for part in parts:
+        if isinstance(part, pd.DataFrame):
+            frame = part.copy()
+            frame["evidence"] = [_evidence(r) for _, r in frame.iterrows()]
+        else:
+            word = {True: "held", False: "did not hold", None: "undecided"}
+            frame = pd.DataFrame([{"claim": c.claim, "rule": c.rule, "evidence": c.evidence,
+                                   "verdict": word[c.held]} for c in part])
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    first = ["claim", "verdict", "rule", "evidence"]
+    return table[first + [c for c in table.columns if c not in first]].set_index("claim")
+
+
 def claims_table(claims: Sequence[Claim]) -> pd.DataFrame:
-    """The verdicts as a table: claim, rule, evidence, held (yes / no / undecided)."""
-    verdict = {True: "yes", False: "no", None: "undecided"}
-    return pd.DataFrame([{"claim": c.claim, "rule": c.rule, "evidence": c.evidence,
-                          "held here": verdict[c.held]} for c in claims]).set_index("claim")
+    """Exact checks as a verdict table (see :func:`verdicts_table`)."""
+    return verdicts_table(claims)
 
 
-def findings(claims: Sequence[Claim], quick: bool) -> str:
-    """The "what we found" paragraph as Markdown, written from the computed verdicts."""
+def findings(table: pd.DataFrame | Sequence[Claim], quick: bool) -> str:
+    """The "what we found" paragraph as Markdown, written from the computed verdicts: how many
+    claims the page decides, then one line per claim with its verdict, numbers and rule."""
+    table = table if isinstance(table, pd.DataFrame) else verdicts_table(table)
     lines = []
     if quick:
         lines.append("*QUICK mode: tiny settings, one seed: these verdicts only show the notebook "
                      "runs end to end; they say nothing about the method.*\n")
-    for c in claims:
-        verdict = {True: "**held**", False: "**did not hold**", None: "**undecided**"}[c.held]
-        lines.append(f"- {c.claim}: {verdict} — {c.evidence} (rule: {c.rule}).")
+    counts = table["verdict"].value_counts()
+    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+    lines.append(f"{len(table)} claims decided on this page (at 95 % each, about one in twenty "
+                 f"can go the wrong way by chance): {tally}.\n")
+    for claim, row in table.iterrows():
+        lines.append(f"- {claim}: **{row['verdict']}** — {row['evidence']} (rule: {row['rule']}).")
     return "\n".join(lines)

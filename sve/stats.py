@@ -232,6 +232,8 @@ def claim_row(results: pd.DataFrame, claim: Claim, *, where: Mapping[str, Any] |
     boolean ``converged`` column (:func:`converged` of each run; ``converged=None`` skips that check,
     only for runs whose convergence was checked elsewhere). ``where``: column values to keep first
     (e.g. ``{"split": "test", "member": "ensemble"}``) when the table has several rows per run.
+    With a single seed on both sides there is no interval (``low``/``high`` NaN): the verdict is
+    ``"inconclusive"`` (or ``"not converged"``), never decided from one pair.
     """
     if not isinstance(results, pd.DataFrame):
         raise DataError(f"results must be a pandas DataFrame; got {type(results).__name__}.")
@@ -246,7 +248,13 @@ def claim_row(results: pd.DataFrame, claim: Claim, *, where: Mapping[str, Any] |
                 if converged in missing else "")
         raise DataError(f"results lack column(s) {missing}{hint}; columns: {list(results.columns)}.")
     a, b = _side(results, claim.a, claim, converged), _side(results, claim.b, claim, converged)
-    diff = paired_difference(a[claim.metric], b[claim.metric], confidence)
+    shared = a.index.intersection(b.index)
+    if len(shared) == 1 and len(a) == len(b) == 1:  # one seed: a difference but no interval
+        d = float(a[claim.metric].iloc[0] - b[claim.metric].iloc[0])
+        diff = PairedDifference(n=1, mean=d, sd=math.nan, low=math.nan, high=math.nan,
+                                confidence=confidence, seeds=tuple(shared))
+    else:
+        diff = paired_difference(a[claim.metric], b[claim.metric], confidence)
     ok = True
     if converged:
         flags = pd.concat([a[converged], b[converged]])
@@ -257,7 +265,7 @@ def claim_row(results: pd.DataFrame, claim: Claim, *, where: Mapping[str, Any] |
     return {"claim": claim.label, "metric": claim.metric, "a": claim.a, "b": claim.b,
             "a_mean": float(a[claim.metric].mean()), "b_mean": float(b[claim.metric].mean()),
             "diff": diff.mean, "low": diff.low, "high": diff.high, "n": diff.n,
-            "verdict": decide(diff, claim, ok)}
+            "verdict": decide(diff, claim, ok) if diff.n > 1 else (INCONCLUSIVE if ok else NOT_CONVERGED)}
 
 
 def claims_table(results: pd.DataFrame, claims: Iterable[Claim], **kwargs: Any) -> pd.DataFrame:

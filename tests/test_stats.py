@@ -191,6 +191,17 @@ def test_claim_row_not_converged_still_shows_the_numbers():
     assert row["verdict"] != "not converged"  # only the sides of the claim count
 
 
+def test_one_seed_gives_a_difference_but_no_verdict():
+    df = results_table(seeds=[3])
+    row = stats.claim_row(df, Claim("sve", "single", "ece", "lower"), where={"split": "test"})
+    test = df[df.split == "test"].set_index("method")["ece"]
+    assert row["n"] == 1 and row["diff"] == pytest.approx(test["sve"] - test["single"])
+    assert np.isnan(row["low"]) and np.isnan(row["high"]) and row["verdict"] == "inconclusive"
+    df.loc[df.method == "single", "converged"] = False
+    row = stats.claim_row(df, Claim("sve", "single", "ece", "lower"), where={"split": "test"})
+    assert row["verdict"] == "not converged"
+
+
 def test_claim_row_bad_input():
     df = results_table()
     claim = Claim("sve", "single", "ece", "lower")
