@@ -502,7 +502,11 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             else:
                 improved = False
             if improved and checkpoint_dir is not None and acc.is_main_process:
-                _save_kept(core, good, Path(checkpoint_dir) / "best.safetensors")
+                path = Path(checkpoint_dir) / "best.safetensors"
+                if independent:
+                    _save_kept(core, good, path)
+                else:  # the kept weights are the model's own
+                    save(core, path)
         row["seconds"] = time.time() - t0
         result.history.append(row)
         if _anywhere(acc, _call(callbacks, "epoch", dict(row)) or stop):
