@@ -139,7 +139,7 @@ class DeepEnsemble(EnsembleModel):
         M, n = self.num_members, next(iter(inputs.values())).shape[0]
         if n % M:
             raise DataError(f"member_batches=True takes a member-major batch of M·B rows (M={M}); got {n} "
-                            f"rows. Concatenate one batch of B rows per member (member 0 first).")
+                            "rows. Concatenate one batch of B rows per member (member 0 first).")
         return {k: v.reshape(M, n // M, *v.shape[1:]) for k, v in inputs.items()}
 
     def features(self, *args: Tensor, member_batches: bool = False, **inputs: Tensor) -> Tensor:
