@@ -15,6 +15,21 @@ default ``warmup_epochs=5`` still reaches the full lr and decays, rather than ra
 Loss: the mean over members of the cross-entropy, every member on the whole batch,
 ``CE(logits.flatten(0, 1), labels.repeat_interleave(M))``.
 
+Independent members (a model with ``independent_members = True``: the deep ensemble; ``fit``'s
+``independent=None`` asks the model): the members are trained as M separate fine-tunings in one
+vectorised loop. Member m draws its batches from its own loader, shuffled with seed ``seed + m``
+(the data order ``fit(seed=seed + m)`` gives a model trained alone); one step stacks the M batches
+member-major (M·B rows) and the model runs member m on its own rows (``member_batches=True``);
+the loss is the mean over members of each member's cross-entropy on its own labels. The gradient
+norm is clipped per member (``grad_clip`` on each member's own norm: every trainable tensor holds
+the members on dim 0, and member m's norm is taken over the slices ``[m]``), and each member keeps
+its own best epoch by the rule below applied to its own validation logits; the ensemble is assembled
+from those slices at the end (``FitResult.member_best_epochs``; the history rows carry
+``member{m}_val_acc`` / ``member{m}_val_nll``, see :func:`member_histories`). Global random draws
+(dropout) are seeded once for the whole ensemble. ``independent=False`` trains such a model jointly
+(all members on the same batches, one clip norm, one best epoch); a DataLoader as ``train`` fixes one
+data order, so it trains jointly too (with a warning unless ``independent=False`` is passed).
+
 ``sigma_decay="pretrained"`` takes the singular values out of AdamW's decay and instead applies,
 with each optimizer step, the decoupled update ``σ ← σ − lr·wd·(σ − σ₀)`` toward the pretrained
 values (σ taken before the step, as AdamW's own decay; any per-member layer's ``decay_anchors()``),
@@ -23,6 +38,7 @@ and not on a step the fp16 grad scaler skips; ``"zero"`` is the authors' choice 
 Best checkpoint: highest validation accuracy of the combined prediction (ties: lower NLL), kept in
 memory (and written with ``sve.save`` to ``checkpoint_dir`` if given) and restored at the end;
 then one temperature is fitted on its validation logits (``sve.calibration.fit_temperature``).
+Independent members: the same rule per member, on that member's own prediction.
 
 Distributed: ``accelerate launch --cpu --num_processes 2 script.py`` runs the same ``fit`` with
 DDP. Batches are split across processes (``split_batches``), so a global batch of 16 gives the
@@ -34,7 +50,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +86,10 @@ class FitResult:
     ``best_epoch`` and its ``best`` row; ``temperature`` fitted on validation; ``steps`` done;
     ``warmup_epochs``: the warm-up used (at most half the epochs, see the module docstring);
     ``stopped``: why training ended early (None if it ran all epochs); ``skipped_steps``: optimizer
-    steps the fp16 grad scaler skipped because a gradient overflowed (counted in ``steps``)."""
+    steps the fp16 grad scaler skipped because a gradient overflowed (counted in ``steps``).
+    Independent members (module docstring): ``member_best_epochs[m]`` is the epoch whose weights
+    member m keeps; ``best_epoch`` the latest of them, and ``best`` the validation metrics of the
+    assembled ensemble (with ``member_best_epochs``) rather than one history row."""
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
@@ -79,13 +99,29 @@ class FitResult:
     warmup_epochs: int = 0
     stopped: str | None = None
     skipped_steps: int = 0
+    member_best_epochs: list[int] | None = None
 
     @property
     def converged(self) -> bool:
         """Whether the run converged by the project's rule (``sve.stats.converged``): its best validation
-        NLL came before the last epoch, or the last epoch improved it by less than 1 %. False with
-        fewer than 2 epochs; a fit without validation data has no NLL to judge (``DataError``)."""
-        return history_converged(self.history)
+        NLL came before the last epoch, or the last epoch improved it by less than 1 %; with independent
+        members, every member by its own NLL (:func:`member_histories`). False with fewer than 2
+        epochs; a fit without validation data has no NLL to judge (``DataError``)."""
+        members = member_histories(self.history)
+        return history_converged(members if members is not None else self.history)
+
+
+def member_histories(history: Sequence[dict]) -> list[list[dict]] | None:
+    """Each member's own history of a fit with independent members: member m's rows are
+    ``{"epoch", "val_acc", "val_nll"}`` from the ``member{m}_val_*`` entries of ``history`` (a
+    ``FitResult.history``, or the epoch rows the runner stores); None when the rows have none."""
+    count = 0
+    while history and f"member{count}_val_nll" in history[0]:
+        count += 1
+    if not count:
+        return None
+    return [[{"epoch": row.get("epoch"), "val_acc": row[f"member{m}_val_acc"],
+              "val_nll": row[f"member{m}_val_nll"]} for row in history] for m in range(count)]
 
 
 def lr_factor(i: int, n: int, warmup: int) -> float:
@@ -106,6 +142,20 @@ def _loader(data: Dataset | DataLoader, batch_size: int, shuffle: bool, seed: in
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=gen)
 
 
+def _lockstep(loaders: Sequence[Iterable]) -> Iterator[list[Any]]:
+    """One batch of each loader per step. Every iterator is run to its end (an Accelerate loader
+    only closes its epoch then); the loaders have the same length (same dataset and batch size)."""
+    iters, end = [iter(dl) for dl in loaders], object()
+    while True:
+        batches = [next(it, end) for it in iters]
+        if all(b is end for b in batches):
+            return
+        if any(b is end for b in batches):
+            raise DataError("the member loaders ran out at different steps; they must share the dataset "
+                            "and batch size.")
+        yield batches
+
+
 def _split(model: nn.Module, batch: Any, need_labels: bool) -> tuple[dict[str, Tensor], Tensor | None]:
     """Batch dict → (model inputs, labels)."""
     if not isinstance(batch, dict):
@@ -116,6 +166,17 @@ def _split(model: nn.Module, batch: Any, need_labels: bool) -> tuple[dict[str, T
     if need_labels and not isinstance(labels, Tensor):
         raise DataError(f"the batch has no 'labels' tensor (keys {sorted(batch)}).")
     return {k: v for k, v in batch.items() if k in names}, labels
+
+
+def _member_batch(model: nn.Module, batches: Sequence[Any]) -> tuple[dict[str, Tensor], Tensor]:
+    """One batch per member → the member-major model inputs (M·B rows) and the labels (B, M)."""
+    parts = [_split(model, b, need_labels=True) for b in batches]
+    try:
+        inputs = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
+        return inputs, torch.stack([p[1] for p in parts], 1)
+    except (RuntimeError, KeyError) as e:
+        raise DataError(f"the members' batches do not stack ({e}); every item needs the same keys and "
+                        "shapes (sve.data.prepare pads texts to one max_length).") from e
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -152,8 +213,54 @@ def predict(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 64) 
 
 
 def _member_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross-entropy over members and rows; logits (B, M, C), labels (B,)."""
-    return F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]))
+    """Mean cross-entropy over members and rows; logits (B, M, C), labels (B,) shared by the members
+    or (B, M), column m member m's own."""
+    if labels.ndim == 1:
+        labels = labels.unsqueeze(1).expand(-1, logits.shape[1])
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+
+def _best_key(metrics: dict[str, float]) -> tuple[float, float]:
+    """fit's best-epoch rule: higher validation accuracy, ties lower NLL (a larger key is better)."""
+    return metrics["val_acc"], -metrics["val_nll"]
+
+
+def _clip_per_member(params: Sequence[Tensor], max_norm: float, members: int) -> Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` applied to each member on its own: member m's norm is the
+    2-norm over the slices ``[m]`` of every gradient, and its slices are scaled by
+    ``min(1, max_norm / (norm_m + 1e-6))``. Returns the (M,) norms before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    per_tensor = [torch.linalg.vector_norm(g.reshape(members, -1), dim=1) for g in grads]
+    norms = torch.linalg.vector_norm(torch.stack(per_tensor, 1), dim=1)
+    coef = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *[1] * (g.ndim - 1)))
+    return norms
+
+
+def _independent(core: EnsembleModel, train: Any, independent: bool | None) -> bool:
+    """Whether this fit trains the members as M separate models (module docstring)."""
+    able = bool(getattr(core, "independent_members", False))
+    if independent and not able:
+        raise ConfigError(f"independent=True: the {core.config.get('method')!r} model does not train its "
+                          "members independently (only models with independent_members, e.g. "
+                          "deep_ensemble); use independent=None or False.")
+    if able and independent is not False and isinstance(train, DataLoader):
+        if independent:
+            raise ConfigError("independent=True needs a Dataset as `train` (each member gets its own "
+                              "shuffled loader); a DataLoader fixes one data order for all members.")
+        warnings.warn("fit: `train` is a DataLoader, so the members of this ensemble all see its batches "
+                      "(trained jointly); pass a Dataset for one data order per member, or "
+                      "independent=False to silence this.", stacklevel=3)
+        return False
+    if able and independent is not False:
+        bad = [n for n, p in core.named_parameters()
+               if p.requires_grad and (p.ndim == 0 or p.shape[0] != core.num_members)]
+        if bad:
+            raise ConfigError(f"independent members need every trainable tensor to hold the members on "
+                              f"dim 0; {bad[:3]} do not. Pass independent=False.")
+        return True
+    return False
 
 
 def _val_metrics(logits: Tensor, labels: Tensor, combine: str) -> dict[str, float]:
@@ -240,12 +347,43 @@ def _param_groups(model: EnsembleModel, weight_decay: float, sigma_decay: str):
     return groups, anchored
 
 
+def _member_best(core: EnsembleModel, z: Tensor, y: Tensor, combine: str, epoch: int, row: dict,
+                 keys: list[tuple[float, float] | None], good: dict[str, Tensor], result: FitResult) -> bool:
+    """Independent members: add each member's own validation metrics to ``row``; for every member
+    whose own best-epoch key improved, keep its slices of the trainable tensors in ``good``.
+    Returns whether any member improved."""
+    improved = False
+    for m in range(z.shape[1]):
+        metrics = _val_metrics(z[:, m:m + 1], y, combine)
+        row[f"member{m}_val_acc"], row[f"member{m}_val_nll"] = metrics["val_acc"], metrics["val_nll"]
+        if keys[m] is None or _best_key(metrics) > keys[m]:
+            keys[m], improved = _best_key(metrics), True
+            result.member_best_epochs = result.member_best_epochs or [epoch] * z.shape[1]
+            result.member_best_epochs[m] = epoch
+            with torch.no_grad():
+                for name, p in core.named_parameters():
+                    if name in good:
+                        good[name][m] = p[m]
+    result.best_epoch = max(result.member_best_epochs)
+    return improved
+
+
+def _save_kept(core: EnsembleModel, good: dict[str, Tensor], path: Path) -> None:
+    """``sve.save`` of the model with the kept weights ``good`` (its own weights are put back)."""
+    current = _trainable(core)
+    _restore(core, good)
+    try:
+        save(core, path)
+    finally:
+        _restore(core, current)
+
+
 def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader | None = None,
         epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.05, warmup_epochs: int = 5,
         grad_clip: float | None = 1.0, batch_size: int = 16, seed: int = 0,
         callbacks: Iterable[Callback] = (), *, sigma_decay: str = "zero", schedule: str = "epoch",
         combine: str = "prob", checkpoint_dir: str | Path | None = None, progress: bool = True,
-        mixed_precision: str | None = None) -> FitResult:
+        mixed_precision: str | None = None, independent: bool | None = None) -> FitResult:
     """Train a wrapped model's members jointly; returns a ``FitResult`` (see the module docstring).
 
     ``train`` / ``val``: Datasets of dict items (``pixel_values`` or ``input_ids``/``attention_mask``,
@@ -259,7 +397,9 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     fp16 only on GPUs (on a CPU it trains in float32). Each call sets the process's precision anew.
     Under ``accelerate launch`` every process runs the callbacks; a stop on any one stops all.
     The model is left on its training device with the best weights, in eval mode, with
-    ``model.temperature`` set.
+    ``model.temperature`` set. ``independent``: train the members as M separate models (module
+    docstring); None (default): if the model trains its members independently (the deep ensemble)
+    and ``train`` is a Dataset.
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
@@ -276,42 +416,54 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             and warmup_epochs >= 0):
         raise ConfigError("need epochs ≥ 1, lr > 0, weight_decay ≥ 0, warmup_epochs ≥ 0, batch_size ≥ 1; "
                           f"got {epochs=}, {lr=}, {weight_decay=}, {warmup_epochs=}, {batch_size=}.")
+    independent = _independent(core, train, independent)
+    M = core.num_members
     set_seed(seed)
     _use_precision(mixed_precision)
     acc = Accelerator(mixed_precision=mixed_precision,
                       dataloader_config=DataLoaderConfiguration(split_batches=True),
                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
-    train_dl = _loader(train, batch_size, shuffle=True, seed=seed)
+    # independent members: member m's loader is the one fit(seed=seed + m) gives a model alone
+    train_dls = [_loader(train, batch_size, shuffle=True, seed=seed + m)
+                 for m in range(M if independent else 1)]
     val_dl = _loader(val, batch_size, shuffle=False, seed=seed) if val is not None else None
     groups, anchored = _param_groups(core, weight_decay, sigma_decay)
     opt = torch.optim.AdamW(groups, lr=lr)
-    dmodel, opt, train_dl = acc.prepare(core, opt, train_dl)
+    dmodel, opt, *train_dls = acc.prepare(core, opt, *train_dls)
     val_dl = acc.prepare(val_dl) if val_dl is not None else None
     anchored = [(p, a.to(p.device)) for p, a in anchored]
-    steps_per_epoch = len(train_dl)
+    trainable = [p for p in core.parameters() if p.requires_grad]
+    forward_kw = {"member_batches": True} if independent else {}
+    steps_per_epoch = len(train_dls[0])
     warmup_epochs = min(warmup_epochs, epochs // 2)  # at most half (see the module docstring)
     n_units, n_warm = (epochs, warmup_epochs) if schedule == "epoch" else (
         epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
     result, best_key = FitResult(warmup_epochs=warmup_epochs), None
+    member_keys: list[tuple[float, float] | None] = [None] * M  # independent members: each one's best
     good = _trainable(core)  # the last good checkpoint: the initial state until a best epoch exists
     stop, lr_now, in_a_row = False, 0.0, 0  # in_a_row: optimizer steps skipped in a row
     for epoch in range(epochs):
         core.train()
         t0, losses = time.time(), []
-        bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+        batches = _lockstep(train_dls) if independent else train_dls[0]
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, total=steps_per_epoch,
                    disable=not (progress and acc.is_main_process))
         for step, batch in enumerate(bar):
             unit = epoch if schedule == "epoch" else result.steps
             lr_now = lr * lr_factor(unit, n_units, n_warm)
             for g in opt.param_groups:
                 g["lr"] = lr_now
-            inputs, labels = _split(core, batch, need_labels=True)
+            inputs, labels = _member_batch(core, batch) if independent else _split(core, batch, True)
             with acc.autocast():
-                loss = _member_loss(dmodel(**inputs).float(), labels)
+                loss = _member_loss(dmodel(**inputs, **forward_kw).float(), labels)
             acc.backward(loss)
-            norm = acc.clip_grad_norm_(core.parameters(), grad_clip) if grad_clip else None
+            if grad_clip and independent:
+                acc.unscale_gradients()  # as acc.clip_grad_norm_ does (fp16)
+                norm = _clip_per_member(trainable, grad_clip, M)
+            else:
+                norm = acc.clip_grad_norm_(core.parameters(), grad_clip) if grad_clip else None
             loss_all = acc.reduce(loss.detach().clone(), "mean")  # over processes; NaN anywhere -> NaN
-            bad_grad = norm is not None and not torch.isfinite(norm)
+            bad_grad = norm is not None and not bool(torch.isfinite(norm).all())
             if not torch.isfinite(loss_all) or (bad_grad and acc.scaler is None):
                 what = "loss" if not torch.isfinite(loss_all) else "gradient"
                 raise _diverged(core, good, result, f"non-finite {what} ({loss_all.item():.4g})", epoch, step)
@@ -343,11 +495,18 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             if y is None:
                 raise DataError("validation batches need 'labels' (best-epoch choice and temperature).")
             row.update(_val_metrics(z, y, combine))
-            key = (row["val_acc"], -row["val_nll"])
-            if best_key is None or key > best_key:
-                best_key, result.best_epoch, good = key, epoch, _trainable(core)
-                if checkpoint_dir is not None and acc.is_main_process:
-                    save(core, Path(checkpoint_dir) / "best.safetensors")
+            if independent:
+                improved = _member_best(core, z, y, combine, epoch, row, member_keys, good, result)
+            elif best_key is None or _best_key(row) > best_key:
+                best_key, result.best_epoch, good, improved = _best_key(row), epoch, _trainable(core), True
+            else:
+                improved = False
+            if improved and checkpoint_dir is not None and acc.is_main_process:
+                path = Path(checkpoint_dir) / "best.safetensors"
+                if independent:
+                    _save_kept(core, good, path)
+                else:  # the kept weights are the model's own
+                    save(core, path)
         row["seconds"] = time.time() - t0
         result.history.append(row)
         if _anywhere(acc, _call(callbacks, "epoch", dict(row)) or stop):
@@ -355,12 +514,16 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             break
     if val_dl is None:
         result.best_epoch, good = len(result.history) - 1, _trainable(core)
+        result.member_best_epochs = [result.best_epoch] * M if independent else None
     _restore(core, good)
     result.best = result.history[result.best_epoch] if result.history else None
     if val_dl is not None:
         from sve.calibration import fit_temperature
 
         z, y = _logits(dmodel, val_dl, acc)
+        if independent:  # the assembled ensemble is no epoch's: its own metrics
+            result.best = {**_val_metrics(z, y, combine),
+                           "member_best_epochs": list(result.member_best_epochs or [])}
         result.temperature = fit_temperature(z, y, combine=combine)
     core.temperature = result.temperature
     core.eval()

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import sve
-from sve import ensemble, methods
-from sve.errors import ConfigError, UnknownNameError
+from sve import ensemble, methods, train
+from sve.errors import ConfigError, DataError, UnknownNameError
 from sve.methods import deep_ensemble
 from sve.train import fit, predict
 
@@ -294,41 +294,85 @@ def test_batch_ensemble_trains_with_decay_toward_one():
 # deep ensemble
 
 
-KW = dict(epochs=2, warmup_epochs=1, lr=1e-3, batch_size=16, seed=3, grad_clip=None, progress=False)
+# lr 3e-3 on these 64 + 32 digits: the two singles pick different best epochs, both before the last
+KW = dict(epochs=4, warmup_epochs=1, lr=3e-3, batch_size=16, grad_clip=0.05, progress=False)
+
+
+@functools.cache
+def _digits_split() -> tuple:
+    ds, _ = _digits(96)
+    return torch.utils.data.Subset(ds, range(64)), torch.utils.data.Subset(ds, range(64, 96))
 
 
 @pytest.fixture(scope="module")
 def singles():
-    """Two `single` models trained independently (seeds 5, 6) with one data order."""
-    ds, _ = _digits(64)
+    """`single` models trained alone, model m built with seed 5 + m and fit with seed 3 + m (its own
+    data order), clipped and early-stopped on its own: (model, FitResult, train logits)."""
+    tr, va = _digits_split()
     out = []
-    for seed in (5, 6):
-        model = methods.build("single", _vit(), 1, 10, seed=seed)
-        fit(model, ds, None, **KW)
-        out.append((model, predict(model, ds)[:, 0]))
+    for m in range(2):
+        model = methods.build("single", _vit(), 1, 10, seed=5 + m)
+        result = fit(model, tr, va, seed=3 + m, **KW)
+        out.append((model, result, predict(model, tr)[:, 0]))
     return out
 
 
 @pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "loop"])
-def test_deep_ensemble_member_equals_an_independent_single(vectorize, singles):
-    ds, _ = _digits(64)
+def test_deep_ensemble_member_equals_a_single_trained_alone(vectorize, singles, tmp_path):
+    """Member m of a deep ensemble (build seed 5, fit seed 3) = the single of build seed 5 + m trained
+    alone by fit(seed=3 + m): own data order, own gradient clipping, own best epoch."""
+    tr, va = _digits_split()
+    assert singles[0][1].best_epoch != singles[1][1].best_epoch  # the own-best-epoch part is tested
     model = methods.build("deep_ensemble", _vit(), 2, 10, seed=5, vectorize=vectorize)
-    fit(model, ds, None, **KW)
+    result = fit(model, tr, va, seed=3, checkpoint_dir=tmp_path, **KW)
     assert model.vectorize == vectorize  # vmap did not fall back to the loop
-    z = predict(model, ds)
-    for m, (_, single) in enumerate(singles):
+    z = predict(model, tr)
+    assert result.member_best_epochs == [r.best_epoch for _, r, _ in singles]
+    assert result.best_epoch == max(result.member_best_epochs)
+    for m, (_, alone, single) in enumerate(singles):
         if vectorize:  # batched kernels round differently
             torch.testing.assert_close(z[:, m], single, atol=1e-5, rtol=1e-5)
         else:
             assert torch.equal(z[:, m], single)
-    assert not torch.allclose(z[:, 0], z[:, 1])
+        own = train.member_histories(result.history)[m]
+        assert [r["val_nll"] for r in own] == pytest.approx([r["val_nll"] for r in alone.history], abs=1e-5)
+    assert result.converged == all(r.converged for _, r, _ in singles)
+    saved = sve.load(_vit(), tmp_path / "best.safetensors")  # the assembled best members
+    assert torch.equal(predict(saved, tr), z)
+
+
+def test_deep_ensemble_joint_training_shares_the_batches():
+    """independent=False: every member sees fit's one data order, so (no clip, no validation) member m
+    = the single of build seed 5 + m trained by fit with the same seed."""
+    tr, _ = _digits_split()
+    kw = dict(KW, epochs=2, grad_clip=None)
+    model = methods.build("deep_ensemble", _vit(), 2, 10, seed=5, vectorize=False)
+    result = fit(model, tr, None, seed=3, independent=False, **kw)
+    assert result.member_best_epochs is None
+    z = predict(model, tr)
+    for m in range(2):
+        single = methods.build("single", _vit(), 1, 10, seed=5 + m)
+        fit(single, tr, None, seed=3, **kw)
+        assert torch.equal(z[:, m], predict(single, tr)[:, 0])
+
+
+def test_deep_ensemble_member_batches():
+    model = methods.build("deep_ensemble", _vit(), M, C, seed=0)
+    _perturb(model)
+    x = _inputs("vit", n=2 * M)["pixel_values"]
+    with torch.no_grad():
+        own = model(x, member_batches=True)  # member m on rows 2m, 2m + 1
+        for m in range(M):
+            torch.testing.assert_close(own[:, m], model(x[2 * m:2 * m + 2])[:, m], atol=1e-5, rtol=1e-5)
+        with pytest.raises(DataError, match="member-major"):
+            model(x[:3], member_batches=True)
 
 
 def test_stack_makes_a_deep_ensemble_of_trained_singles(singles, tmp_path):
-    ds, _ = _digits(64)
-    model = methods.stack([s for s, _ in singles])
+    ds, _ = _digits_split()
+    model = methods.stack([s for s, _, _ in singles])
     z = predict(model, ds)
-    for m, (_, single) in enumerate(singles):
+    for m, (_, _, single) in enumerate(singles):
         torch.testing.assert_close(z[:, m], single, atol=1e-5, rtol=1e-5)
     loaded = sve.load(_vit(), sve.save(model, tmp_path / "stacked.safetensors"))
     assert torch.equal(predict(loaded, ds), z)

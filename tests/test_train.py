@@ -14,7 +14,7 @@ import torch
 from tiny import vit as tiny_vit
 from torch.utils.data import DataLoader, Dataset
 
-from sve import ensemble, io, train
+from sve import ensemble, io, methods, train
 from sve.errors import ConfigError, DataError, MissingAssetError, TrainingError
 from sve.methods import sve as svem
 
@@ -269,6 +269,50 @@ def test_predict_takes_a_dataset_or_a_loader():
     assert a.shape == (40, 2, 10) and torch.allclose(a, b, atol=1e-6)
     with torch.no_grad():
         assert torch.allclose(a[:5], model(tr.x[:5]), atol=1e-6)
+
+
+def test_grad_clip_per_member_is_torch_clip_on_each_member():
+    gen = torch.Generator().manual_seed(0)
+    shapes, M = [(3, 5, 4), (3, 7), (3,)], 3
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for p, scale in zip(params, (1.0, 0.1, 0.01)):
+        p.grad = torch.randn(p.shape, generator=gen) * scale
+    params[0].grad[2] *= 1e-3  # member 2 is under the limit: left as it is
+    alone = [[torch.nn.Parameter(torch.zeros(s[1:])) for s in shapes] for _ in range(M)]
+    for m, ps in enumerate(alone):
+        for p, q in zip(ps, params):
+            p.grad = q.grad[m].clone()
+    norms = train._clip_per_member(params, 0.5, M)
+    for m, ps in enumerate(alone):
+        assert torch.equal(norms[m], torch.nn.utils.clip_grad_norm_(ps, 0.5))
+        assert all(torch.equal(p.grad, q.grad[m]) for p, q in zip(ps, params))
+    assert norms[2] < 0.5 < norms[0]
+
+
+def test_member_histories_and_convergence_per_member():
+    rows = [{"epoch": i, "val_nll": v, "member0_val_acc": 0.5, "member0_val_nll": a, "member1_val_acc": 0.5,
+             "member1_val_nll": b} for i, (v, a, b) in enumerate([(1.0, 1.0, 1.0), (0.8, 0.9, 0.7)])]
+    assert [[r["val_nll"] for r in h] for h in train.member_histories(rows)] == [[1.0, 0.9], [1.0, 0.7]]
+    assert train.member_histories([{"epoch": 0, "val_nll": 1.0}]) is None
+    assert not train.FitResult(history=rows).converged  # member 1 still gains > 1 %
+    rows[1]["member1_val_nll"] = 1.0
+    assert not train.FitResult(history=rows).converged  # member 0 still gains 10 %
+    rows[1]["member0_val_nll"] = 1.0
+    assert train.FitResult(history=rows).converged  # though the ensemble's NLL gained 20 %
+
+
+def test_independent_members_need_a_model_that_has_them_and_a_dataset():
+    tr, va = digits(32, 16)
+    with pytest.raises(ConfigError, match="independent"):
+        train.fit(_model(), tr, va, independent=True, **FAST)
+    de = methods.build("deep_ensemble", tiny_vit(), 2, 10, seed=0)
+    loader = DataLoader(tr, batch_size=16)
+    with pytest.raises(ConfigError, match="Dataset"):
+        train.fit(de, loader, va, independent=True, **FAST)
+    with pytest.warns(UserWarning, match="DataLoader"):
+        result = train.fit(de, loader, va, **FAST)
+    assert result.member_best_epochs is None  # trained jointly
+    assert train.fit(de, tr, va, **FAST).member_best_epochs is not None
 
 
 def test_bad_fit_input():

@@ -18,7 +18,7 @@ from sve.ensemble import (
     seed_for,
     unwrap,
 )
-from sve.errors import ConfigError, SVEError
+from sve.errors import ConfigError, DataError, SVEError
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -78,34 +78,45 @@ def _gpu_autocast(device: torch.device) -> bool:
 
 
 class DeepEnsemble(EnsembleModel):
-    """M full fine-tuned copies of the trunk, each with its own head, trained jointly by ``fit``.
+    """M full fine-tuned copies of the trunk, each with its own head: M independently trained models.
 
     Storage: ``members`` holds every trunk parameter stacked to (M, *shape) (named like the trunk's,
     ``members.blocks.0.attn.qkv.weight``); ``trunk`` keeps the frozen pretrained weights as the
     skeleton the members run through (one extra frozen copy in memory; its weights are never used).
-    Forward: ``torch.func.vmap`` over the members of ``functional_call(trunk, member params)`` on the
-    same batch (``vectorize=True``; if the backbone cannot be vmapped it falls back, with a warning, to
-    the loop), or a Python loop over members (``vectorize=False``). Both are exact. On a GPU the
-    vmapped path runs attention with the math kernel and, under autocast, the loop is used (both
-    because of backward failures seen on an H200; docs/PERFORMANCE.md).
+    Forward: ``torch.func.vmap`` over the members of ``functional_call(trunk, member params)``
+    (``vectorize=True``; if the backbone cannot be vmapped it falls back, with a warning, to the
+    loop), or a Python loop over members (``vectorize=False``). Both are exact. On a GPU the vmapped
+    path runs attention with the math kernel and, under autocast, the loop is used (both because of
+    backward failures seen on an H200; docs/PERFORMANCE.md).
+
+    Inputs: ``forward(**inputs)`` runs every member on the same batch of B rows (prediction);
+    ``forward(**inputs, member_batches=True)`` takes a member-major batch of M·B rows and runs
+    member m on rows ``m·B … (m+1)·B − 1`` only (vmapped with ``in_dims=0`` over the inputs too), so
+    that the members can take different batches in one step. Logits are (B, M, C) either way.
 
     Init and seeds: every member starts from the pretrained trunk; member m's head is drawn exactly
     as ``build("single", ..., seed=seed + m)`` draws its head.
 
-    What equals M independently trained models: the logits' gradient is multiplied by M on the way
-    back, so member m's gradient is that of its own cross-entropy (fit's loss is the mean over
-    members), and AdamW acts per element, so member m follows exactly the trajectory of
-    ``single`` with seed ``seed + m`` trained by ``fit`` with the same data, seed and settings
-    (up to float rounding of the batched kernels; bitwise with ``vectorize=False``), provided
-    ``grad_clip=None`` and ``val=None``. What differs: (1) all members see the same batches in the
-    same order (fit has one loader), so the data-order part of deep-ensemble diversity is absent
-    (a per-member permutation of the rows of one batch would not restore it, the members would still
-    see the same examples per step); (2) ``grad_clip`` clips the norm of all members' gradients
-    together; (3) the best epoch is picked on the ensemble's validation accuracy, for all members at
-    once. For fully independent members (own data order, clip, early stopping), train M ``single``
-    models with ``fit(seed=k)`` and combine them with :func:`stack`.
+    Training (``independent_members = True``: ``sve.train.fit`` trains the members as M separate
+    fine-tunings, see its module docstring): member m gets its own data order, the one
+    ``fit(seed=s + m)`` gives a model alone (its own shuffling seed); the logits' gradient is
+    multiplied by M on the way back, so that member m's gradient is that of its own cross-entropy
+    (fit's loss is the mean over members); the gradient norm is clipped per member (each member's own
+    norm); AdamW acts per element; and each member keeps its own best epoch (its own validation
+    accuracy, ties: NLL, as ``fit`` picks a model's best epoch). So member m of a deep ensemble built
+    with ``seed=b`` and trained by ``fit(seed=s)`` follows the trajectory of ``build("single",
+    seed=b + m)`` trained alone by ``fit(seed=s + m)`` with the same data and settings (up to float
+    rounding of the batched kernels; bitwise with ``vectorize=False``). Not matched: global random
+    draws inside the forward (``dropout=True``), which ``fit`` seeds once for the whole ensemble.
+    ``fit(..., independent=False)`` trains the members jointly instead (all on the same batches, one
+    clip norm, one best epoch), the deep ensemble of earlier versions. :func:`stack` combines M
+    ``single`` models trained separately.
     Trainable: M·|trunk| + M·(D+1)·C.
     """
+
+    #: ``sve.train.fit`` trains the members as M separate models (own batches, clip norm, best epoch);
+    #: every trainable tensor holds the members on dim 0
+    independent_members = True
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
@@ -123,29 +134,46 @@ class DeepEnsemble(EnsembleModel):
     def _member_features(self, params: dict[str, Tensor], inputs: dict[str, Tensor]) -> Tensor:
         return torch.func.functional_call(self._runner, params, (inputs,))
 
-    def features(self, *args: Tensor, **inputs: Tensor) -> Tensor:
+    def _per_member(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A member-major batch of M·B rows as (M, B, ...) per input."""
+        M, n = self.num_members, next(iter(inputs.values())).shape[0]
+        if n % M:
+            raise DataError(f"member_batches=True takes a member-major batch of M·B rows (M={M}); got {n} "
+                            "rows. Concatenate one batch of B rows per member (member 0 first).")
+        return {k: v.reshape(M, n // M, *v.shape[1:]) for k, v in inputs.items()}
+
+    def features(self, *args: Tensor, member_batches: bool = False, **inputs: Tensor) -> Tensor:
+        """Member features (B, M, D): every member on the same B rows, or with ``member_batches=True``
+        member m on its own rows of a member-major batch of M·B rows (class docstring)."""
         inputs = self._inputs(args, inputs)
+        if member_batches:
+            inputs = self._per_member(inputs)
         params = {"trunk." + n: p for n, p in self.members.named_parameters()}
         device = next(iter(params.values())).device
         if self.vectorize and not _gpu_autocast(device):
             try:
-                run = torch.func.vmap(lambda p: self._member_features(p, inputs), randomness="different")
+                run = torch.func.vmap(self._member_features, in_dims=(0, 0 if member_batches else None),
+                                      randomness="different")
                 with _vmap_safe_attention(device), warnings.catch_warnings():
                     # ops without a batching rule loop inside vmap: still exact
                     warnings.filterwarnings("ignore", message="There is a performance drop")
-                    return run(params).transpose(0, 1)
+                    return run(params, inputs).transpose(0, 1)
             except SVEError:
                 raise
             except Exception as e:  # an op without a batching rule: the exact loop instead
                 warnings.warn(f"deep_ensemble: torch.func.vmap failed on this backbone ({type(e).__name__}: "
                               f"{e}); using the member loop from now on.", stacklevel=2)
                 self.vectorize = False
-        feats = [self._member_features({n: p[m] for n, p in params.items()}, inputs)
+        feats = [self._member_features({n: p[m] for n, p in params.items()},
+                                       {k: v[m] for k, v in inputs.items()} if member_batches else inputs)
                  for m in range(self.num_members)]
         return torch.stack(feats, 1)
 
-    def forward(self, *args: Tensor, **inputs: Tensor) -> Tensor:
-        return _ScaleGrad.apply(super().forward(*args, **inputs), float(self.num_members))
+    def forward(self, *args: Tensor, member_batches: bool = False, **inputs: Tensor) -> Tensor:
+        """Logits (B, M, C); ``member_batches`` as in :meth:`features`. The gradient is scaled by M
+        (class docstring)."""
+        logits = super().forward(*args, member_batches=member_batches, **inputs)  # reaches features()
+        return _ScaleGrad.apply(logits, float(self.num_members))
 
     def merge_member(self, m: int) -> MergedMember:
         """Member m as a plain backbone + head with its own trunk weights (``sve.merge`` dispatches
@@ -165,9 +193,8 @@ class DeepEnsemble(EnsembleModel):
 
 
 def stack(models: Sequence[nn.Module]) -> DeepEnsemble:
-    """A deep ensemble from independently trained ``single`` models (same backbone, classes):
-    member m = ``models[m]`` exactly. This is the deep ensemble with independent data order,
-    clipping and early stopping per member (train each with ``fit(seed=k)``)."""
+    """A deep ensemble from separately trained ``single`` models (same backbone, classes): member m =
+    ``models[m]`` exactly (``fit`` trains a ``DeepEnsemble``'s members the same way in one run)."""
     singles = [unwrap(m) for m in models]
     if not singles or any(s.config.get("method") != "single" for s in singles):
         raise ConfigError("stack takes a non-empty list of models built with build('single', ...).")
