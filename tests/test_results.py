@@ -107,31 +107,17 @@ def test_cost_table_per_seed_or_mean():
 
 
 def test_history_converged_member_wise():
-    flat = [{"val_nll": 1.0}, {"val_nll": 0.999}]                      # the last epoch gained 0.1 %
-    rising = [{"val_nll": 1.0}, {"val_nll": 0.5}]                        # still improving fast
-    assert experiments.history_converged({"epoch": flat})
-    assert not experiments.history_converged({"epoch": flat, "members": [flat, rising]})
-    assert experiments.history_converged({"epoch": rising, "members": [flat, flat]})
+    """A deep ensemble's epoch rows carry each member's validation NLL (``member<m>_val_nll``, as
+    ``sve.train.fit`` reports them): it converged only when every member did."""
+    def rows(*members, combined=(1.0, 0.999)):
+        return [{"epoch": e, "val_nll": combined[e],
+                 **{f"member{m}_val_nll": nll[e] for m, nll in enumerate(members)},
+                 **{f"member{m}_val_acc": 0.5 for m in range(len(members))}} for e in range(2)]
 
-
-def test_recorder_keeps_each_members_validation_nll():
-    from sve.experiments import runner
-
-    class Owner:   # what _FitRecorder needs of the runner
-        stop_requested = False
-
-        def emit(self, event, **info):
-            return True
-
-        def save_status(self, state, **extra):
-            pass
-
-    recorder = runner._FitRecorder(Owner(), model=None, info={"method": "de", "seed": 0})
-    for epoch, nll in enumerate(([1.0, 2.0], [0.999, 1.0])):
-        recorder("epoch", {"epoch": epoch, "val_nll": sum(nll) / 2, runner.MEMBER_NLL_KEY: nll})
-    assert recorder.history["members"] == [[{"epoch": 0, "val_nll": 1.0}, {"epoch": 1, "val_nll": 0.999}],
-                                           [{"epoch": 0, "val_nll": 2.0}, {"epoch": 1, "val_nll": 1.0}]]
-    assert not experiments.history_converged(recorder.history)           # member 1 halved its NLL
+    flat, rising = (1.0, 0.999), (1.0, 0.5)       # the last epoch gained 0.1 % / 50 %
+    assert experiments.history_converged({"epoch": rows()})
+    assert experiments.history_converged({"epoch": rows(flat, flat, combined=rising)})
+    assert not experiments.history_converged({"epoch": rows(flat, rising)})
 
 
 def test_old_run_gets_converged_and_combine_on_read():

@@ -26,7 +26,6 @@ from sve.experiments.results import (
 from sve.experiments.runner import (
     COST_COLUMNS,
     EVENTS,
-    MEMBER_NLL_KEY,
     SVE_LIKE,
     build_method,
     environment,
@@ -51,7 +50,7 @@ from sve.experiments.store import (
 
 __all__ = ["COMBINE", "SIGMA_DECAY", "ExperimentConfig", "MethodSpec", "as_config", "Run", "load_run",
            "run_figures", "rows", "mean_std", "pm", "shift_table", "cost_table", "CALIBRATION_COLUMNS",
-           "CLAIM_ROWS", "SHIFT_COLUMNS", "COST_COLUMNS", "EVENTS", "MEMBER_NLL_KEY", "SVE_LIKE",
+           "CLAIM_ROWS", "SHIFT_COLUMNS", "COST_COLUMNS", "EVENTS", "SVE_LIKE",
            "build_method", "environment", "evaluate_logits", "history_converged", "load_split",
            "method_options", "run", "split_names", "FORMAT_VERSION",
            "RunFormatError", "RunLock", "atomic_write", "list_runs", "new_run_dir", "read_json",

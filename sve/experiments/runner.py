@@ -40,16 +40,15 @@ EVENTS = ("run_start", "method_start", "step", "epoch", "method_end", "run_end")
 COST_COLUMNS = ("trainable_params", "overhead_pct", "train_time_s", "train_peak_rss_mb", "eval_time_s")
 #: key of ``fit``'s epoch info holding one validation NLL per member, for a model whose members train
 #: (and are judged) independently; recorded as ``history.json["members"]``
-MEMBER_NLL_KEY = "member_val_nll"
-
-
 def history_converged(history: dict) -> bool:
     """Whether one method × seed converged, by ``sve.stats.converged`` on its ``history.json``:
-    member-wise (every member converged) when it holds one epoch history per member under
-    ``"members"``, else on the ``"epoch"`` rows (the validation NLL of the combined prediction)."""
+    member-wise (every member converged on its own validation NLL) when the epoch rows hold one
+    per member (``member<m>_val_nll``: a deep ensemble of independently trained members, see
+    ``sve.train.member_histories``), else on the epoch rows' ``val_nll`` (the combined prediction)."""
     from sve.stats import converged
+    from sve.train import member_histories
 
-    members = history.get("members")
+    members = member_histories(history["epoch"])
     return converged(members if members else history["epoch"])
 
 
@@ -544,7 +543,9 @@ class _Runner:
         write_npz(folder / "logits.npz", arrays)
         write_json(folder / "metrics.json", {"rows": rows, "temperatures": temperatures})
         fit_summary = {"best_epoch": result.best_epoch, "best": result.best, "steps": result.steps,
-                       "temperature": result.temperature, "stopped": result.stopped, "converged": converged}
+                       "temperature": result.temperature, "stopped": result.stopped, "converged": converged,
+                       "member_best_epochs": result.member_best_epochs,
+                       "skipped_steps": result.skipped_steps, "warmup_epochs": result.warmup_epochs}
         write_json(folder / "history.json", {**recorder.history, "fit": fit_summary})
         if recorder.snapshots:
             write_npz(folder / "spectra.npz", _spectra_arrays(recorder.snapshots))
@@ -581,7 +582,7 @@ class _Runner:
 
 class _FitRecorder:
     """The ``sve.train.fit`` callback of one method × seed: keeps the step and epoch rows (and each
-    member's validation NLL when ``fit`` reports :data:`MEMBER_NLL_KEY`), takes a
+    member's validation NLL when ``fit`` reports them), takes a
     σ snapshot (``sve.methods.spectra``) at init and after every epoch for SVE-like models, updates
     ``status.json`` per epoch and forwards the events to the run's callbacks."""
 
@@ -602,11 +603,6 @@ class _FitRecorder:
             return go_on
         if event == "epoch":
             self.history["epoch"].append(record)
-            member_nll = fit_info.get(MEMBER_NLL_KEY)
-            if member_nll is not None:  # members judged one by one (see history_converged)
-                members = self.history.setdefault("members", [[] for _ in member_nll])
-                for rows, value in zip(members, member_nll):
-                    rows.append({"epoch": record.get("epoch"), "val_nll": float(value)})
             epoch, step = len(self.history["epoch"]), len(self.history["step"])
             if self.snapshots:
                 self.snapshots.append((epoch, step, _spectra_of(self.model)))
