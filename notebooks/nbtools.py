@@ -340,12 +340,13 @@ def decide(run: experiments.Run | None, claims: Sequence[stats.Claim], where: di
 
 def _evidence(row: pd.Series) -> str:
     k, unit = _scale(row["metric"])
+    f = ".2f" if unit else ".4f"  # percentage points, or raw units (nats: MI is often ~0.01)
     a, b, d = k * row["a_mean"], k * row["b_mean"], k * row["diff"]
     interval = ("one seed: no interval" if math.isnan(row["low"])
-                else f"95 % CI [{k * row['low']:+.2f}, {k * row['high']:+.2f}]{unit}")
+                else f"95 % CI [{k * row['low']:+{f}}, {k * row['high']:+{f}}]{unit}")
     seeds = f"{row['n']} seed" + ("s" if row["n"] != 1 else "")
-    return (f"{row['metric']}: {row['a']} {a:.2f} vs {row['b']} {b:.2f} (means over {seeds}); "
-            f"{row['a']} − {row['b']} = {d:+.2f}{unit}, {interval}")
+    return (f"{row['metric']}: {row['a']} {a:{f}} vs {row['b']} {b:{f}} (means over {seeds}); "
+            f"{row['a']} − {row['b']} = {d:+{f}}{unit}, {interval}")
 
 
 def verdicts_table(*parts: pd.DataFrame | Sequence[Claim]) -> pd.DataFrame:
