@@ -13,8 +13,12 @@ Modes
   ``notebooks/results/<notebook>.csv``, figures to ``notebooks/figures/<notebook>/`` (PNG + SVG),
   runs to ``$SVE_RUNS`` or ``runs/``. A finished run of exactly the same config is reused.
 - medium mode (``QUICK=0 MEDIUM=1``): full mode with the smaller sample sizes of
-  :data:`MEDIUM_SIZES` (still 3 seeds), for a shared or slow machine; every saved table carries a
-  ``mode`` column saying which mode produced it.
+  :data:`MEDIUM_SIZES` (the config's seeds and M), for a shared or slow machine; every saved table
+  carries a ``mode`` column saying which mode produced it.
+
+Claims are decided over seeds (:func:`decide`: paired differences with 95 % t-intervals, by
+``sve.stats``); a claim that compares different columns or splits is decided on a derived long
+table (:func:`per_seed`, :func:`mi_against_best_single`). Exact checks use :func:`claim`.
 """
 
 from __future__ import annotations
