@@ -21,18 +21,38 @@
 # **Animal-MNIST** sketches are *far*-OOD sets. No CIFAR can be had offline.
 #
 # **Sizes (full mode, `configs/02_ood.yaml`):** 28 px, 384 training / 128 validation / 384 test images of
-# the 7 remaining classes, 384 images per OOD set, 2 epochs (1 warm-up), M = 4, 3 seeds; AUROC, AUPR (OOD
-# positive) and FPR at 95 % TPR for four scores: maximum softmax probability (MSP), predictive entropy,
-# mutual information (MI, ensembles only) and energy. Medium mode (`QUICK=0 MEDIUM=1`, for a
-# slow machine): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1 warm-up). QUICK
-# mode: 64 / 32 / 32 / 32 images, 1 epoch, M = 2, one seed, single model, deep ensemble and SVE only.
+# the 7 remaining classes, 384 images per OOD set, 2 epochs (1 warm-up), batch 16, M = 4, **5 seeds**
+# (the claims are decided on paired differences over them); the authors' recipe: AdamW at each method's
+# default learning rate, weight decay 0.05, grad-norm clip 1.0, linear warm-up then cosine decay stepped
+# per epoch (warm-up at most half of the epochs). AUROC, AUPR (OOD positive) and FPR at 95 % TPR for four
+# scores: maximum softmax probability (MSP), predictive entropy, mutual information (MI, ensembles only)
+# and energy. Medium mode (`QUICK=0 MEDIUM=1`, for a slow machine): the same with 256 / 64 / 256 / 256
+# samples and 2 epochs (1 warm-up). QUICK mode: 64 / 32 / 32 / 32 images, 1 epoch, M = 2, one seed,
+# single model, deep ensemble and SVE only.
 #
 # **What to look for:** SVE's AUROC (MI) next to the deep ensemble's, and whether near-OOD (held-out
 # footwear) is much harder than far-OOD, as CIFAR-10 is for CIFAR-100 models.
 
+# %% [markdown]
+# **Where this differs from the paper, and why**
+# - Fashion-MNIST (7 classes) with footwear held out, MNIST and Animal-MNIST instead of CIFAR-100 →
+#   CIFAR-10: no CIFAR can be had offline.
+# - 28 px instead of 224 px, 384 training images instead of the whole training set, 2 epochs
+#   (1 warm-up) instead of 10 (5 warm-up): the CPU budget (two shared cores); the sizes are raised from
+#   convergence measurements, and every verdict is gated on the convergence rule.
+# - 5 seeds instead of 3: a 95 % interval of a paired difference needs them (with 3 the t factor is 4.3).
+# - The single model and MC dropout are added as reference points; the paper reports deep ensemble,
+#   LoRA-Ensemble and SVE.
+#
+# **Thresholds, fixed before the runs.** `AUROC_NEAR`: "near the deep ensemble" allows SVE's AUROC
+# with mutual information to be at most 2 points below the deep ensemble's (a non-inferiority margin,
+# about the gap between SVE and LoRA-Ensemble in the paper). `AUROC_GAIN`: "better than the single
+# model" asks SVE's AUROC (MI) to beat the single model's best score by more than 0 points.
+
 # %% tags=["parameters"]
 QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
-AUROC_NEAR = 0.02  # "near the deep ensemble": AUROC (MI) at most 2 points below
+AUROC_NEAR = 0.02  # "near the deep ensemble": SVE's AUROC (MI) at most 2 points below
+AUROC_GAIN = 0.0  # "better than the single model": SVE's AUROC (MI) above the single's best score
 
 # %%
 import nbtools as nb
@@ -97,26 +117,36 @@ for fig in figs.values():
 out.export(figs)
 
 # %% [markdown]
-# ## What we found
-# For every OOD set: is SVE's AUROC (MI) within the stated margin of the deep ensemble's, and does it
-# beat the single model's best score?
+# ## The claims, decided over seeds
+# For every OOD set, two claims, each on the per-seed paired difference (seed s of SVE against seed s
+# of the other side) with a 95 % t-interval of its mean (`sve.stats`): **held** / **did not hold** when
+# the whole interval is on one side of the threshold, **inconclusive** when it straddles it, **not
+# converged** when a run of either side did not converge by the rule (`converged` column).
+# - *Near the deep ensemble*: SVE's AUROC (MI) minus the deep ensemble's, against −`AUROC_NEAR`.
+# - *Better than the single model*: SVE's AUROC (MI) minus the single model's best of MSP / entropy /
+#   energy, the best picked **per seed** on the test data (a derived table,
+#   `nb.mi_against_best_single`). Picking the single model's score after seeing the OOD data favours
+#   it, so a "held" here is conservative.
 
 # %%
-auroc = summary["auroc_mutual_info"]
+from sve.stats import Claim
 
-
-def near_deep_ensemble(split):
-    def decide():
-        s, d = auroc.loc[(split, "sve")], auroc.loc[(split, "deep_ensemble")]
-        return s >= d - AUROC_NEAR, f"{split}: SVE {100 * s:.1f} vs deep ensemble {100 * d:.1f}"
-    return decide
-
-
-claims = []
+verdicts = []
 for split in ood_splits:
-    claims.append(nb.claim(f"SVE's OOD AUROC is near the deep ensemble's ({split})",
-                           f"AUROC(MI) ≥ DE − {100 * AUROC_NEAR:g} pp", near_deep_ensemble(split)))
-    claims.append(nb.claim(f"SVE detects OOD better than the single model ({split})",
-                           "AUROC(MI) > single's best of MSP / entropy / energy",
-                           nb.ood_beats_single(summary, split)))
-out.conclude(claims)
+    name = split.split(":", 1)[1]
+    near = Claim("sve", "deep_ensemble", "auroc_mutual_info", "higher", threshold=-AUROC_NEAR,
+                 text=f"SVE's OOD AUROC (MI) is near the deep ensemble's ({name})")
+    where = {"split": split, "member": "ensemble", "calibration": "none"}
+    verdicts.append(nb.decide(run, [near], where=where))
+    derived = nb.mi_against_best_single(nb.rows(run, split=split))
+    beats = Claim("sve (MI)", "single (best score)", "auroc", "higher", threshold=AUROC_GAIN,
+                  text=f"SVE detects OOD better than the single model ({name})")
+    verdicts.append(nb.decide(run, [beats], table=derived))
+nb.verdicts_table(*verdicts)[["verdict", "evidence"]]
+
+# %% [markdown]
+# ## What we found
+# Written from the verdicts just computed (nothing below is typed in by hand):
+
+# %%
+out.conclude(*verdicts)

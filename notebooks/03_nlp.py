@@ -21,17 +21,34 @@
 # out: eight full fine-tunes do not fit the CPU budget; LoRA-Ensemble is the paper's closest baseline.
 #
 # **Sizes (full mode, `configs/03_nlp.yaml`):** texts cut to 64 tokens, 256 training / 64 validation / 192
-# test documents of the 3 remaining topics, 192 per OOD set, 2 epochs (1 warm-up), batch 16, M = 8, 3
-# seeds. Medium mode (`QUICK=0 MEDIUM=1`, for a slow machine): the same with 256 / 64 / 256 /
-# 256 samples and 2 epochs (1 warm-up). QUICK mode: MiniLM-L3 (3 layers), 32 tokens, 64 / 32 / 32 / 32
-# texts, 1 epoch, M = 2, one seed.
+# test documents of the 3 remaining topics, 192 per OOD set, 2 epochs (1 warm-up), batch 16, M = 8,
+# **5 seeds** (the claims are decided on paired differences over them); the authors' recipe: AdamW at
+# each method's default learning rate, weight decay 0.05, grad-norm clip 1.0, linear warm-up then cosine
+# decay stepped per epoch (warm-up at most half of the epochs). Medium mode (`QUICK=0 MEDIUM=1`, for a
+# slow machine): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1 warm-up). QUICK mode:
+# MiniLM-L3 (3 layers), 32 tokens, 64 / 32 / 32 / 32 texts, 1 epoch, M = 2, one seed.
 #
 # **What to look for:** SVE's ECE against the single model and LoRA-Ensemble at (nearly) the same
 # accuracy, and whether its mutual information flags held-out topics and chit-chat.
 
+# %% [markdown]
+# **Where this differs from the paper, and why**
+# - all-MiniLM-L6-v2 on BBC News topics instead of BERT-base on SST-2 sentiment: neither BERT-base
+#   weights nor SST-2 can be had offline.
+# - No deep ensemble (eight full MiniLM fine-tunes do not fit the CPU budget); the single model is added.
+# - 64 tokens, 256 training documents, 2 epochs (1 warm-up): the CPU budget (two shared cores); the
+#   paper's BERT epochs and batch size are not known. Sizes are raised from convergence measurements,
+#   and every verdict is gated on the convergence rule.
+# - 5 seeds instead of 3: a 95 % interval of a paired difference needs them.
+#
+# **Thresholds, fixed before the runs.** `ACC_SLACK`: "no accuracy loss" allows SVE's accuracy to be at
+# most 1 point below the single model's (non-inferiority; the paper's SVE loses 1.2 points to the deep
+# ensemble on SST-2). The ECE claims and "flags OOD text better" ask for any gain (threshold 0).
+
 # %% tags=["parameters"]
 QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
 ACC_SLACK = 0.01  # accuracy SVE may lose to the single model and still count as "no loss" (1 pp)
+AUROC_GAIN = 0.0  # "flags OOD better": SVE's AUROC (MI) above the single model's best score
 
 # %%
 import nbtools as nb
@@ -89,20 +106,39 @@ for fig in figs.values():
 out.export(figs)
 
 # %% [markdown]
-# ## What we found
+# ## The claims, decided over seeds
+# Each claim compares SVE with another method seed by seed (seed s of both) with a 95 % t-interval of
+# the mean paired difference (`sve.stats`): **held** / **did not hold** when the whole interval is on one
+# side of the threshold, **inconclusive** when it straddles it, **not converged** when a run of either
+# side did not converge by the rule (`converged` column). The calibration claims use the raw test
+# metrics (one claim after temperature scaling). "Flags OOD text better" compares SVE's AUROC with
+# mutual information with the single model's best of MSP / entropy / energy, the best picked **per
+# seed** on the test data (a derived table, `nb.mi_against_best_single`; this favours the single model).
 
 # %%
-raw = summary.loc["none"]
+from sve.stats import Claim
 
+raw_claims = [
+    Claim("sve", "single", "ece", "lower", text="SVE's ECE is below the single model's"),
+    Claim("sve", "single", "accuracy", "higher", threshold=-ACC_SLACK,
+          text="SVE loses no accuracy to the single model"),
+    Claim("sve", "lora_ensemble", "ece", "lower",
+          text="SVE calibrates better than LoRA-Ensemble (SST-2: 2.8 vs 3.8)"),
+]
+ts_claims = [Claim("sve", "single", "ece", "lower",
+                   text="(after temperature scaling) SVE's ECE is below the single model's")]
+verdicts = [nb.decide(run, raw_claims),
+            nb.decide(run, ts_claims, where={"split": "test", "member": "ensemble", "calibration": "ts"})]
+for split in ood_splits:
+    derived = nb.mi_against_best_single(nb.rows(run, split=split))
+    flags = Claim("sve (MI)", "single (best score)", "auroc", "higher", threshold=AUROC_GAIN,
+                  text=f"SVE flags OOD text better than the single model ({split.split(':', 1)[1]})")
+    verdicts.append(nb.decide(run, [flags], table=derived))
+nb.verdicts_table(*verdicts)[["verdict", "evidence"]]
 
-claims = [
-    nb.claim("SVE's ECE is below the single model's at no accuracy loss",
-             f"mean ECE lower, accuracy ≥ single − {100 * ACC_SLACK:g} pp",
-             nb.ece_below(raw, "single", accuracy_slack=ACC_SLACK)),
-    nb.claim("SVE calibrates better than LoRA-Ensemble (SST-2: 2.8 vs 3.8)", "mean ECE lower",
-             nb.ece_below(raw, "lora_ensemble")),
-    nb.claim("(after temperature scaling) SVE's ECE is below the single model's",
-             "mean ECE after TS lower", nb.ece_below(summary.loc["ts"], "single")),
-] + [nb.claim(f"SVE flags OOD text better than the single model ({s})",
-              "AUROC(MI) > single's best score", nb.ood_beats_single(ood_summary, s)) for s in ood_splits]
-out.conclude(claims)
+# %% [markdown]
+# ## What we found
+# Written from the verdicts just computed (nothing below is typed in by hand):
+
+# %%
+out.conclude(*verdicts)

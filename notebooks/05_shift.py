@@ -21,16 +21,34 @@
 # we have. CIFAR-100-C itself cannot be had offline.
 #
 # **Sizes (full mode, `configs/05_shift.yaml`):** 28 px, 384 training / 128 validation / 160 test images
-# (each corrupted 4 ways × 5 severities), 2 epochs (1 warm-up), M = 4, 3 seeds; curves average the four
-# corruptions. QUICK mode: 64 / 32 / 32 images, 1 epoch, M = 2, one seed, single model and SVE, two
-# corruptions at severities 1 and 5.
+# (each corrupted 4 ways × 5 severities), 2 epochs (1 warm-up), batch 16, M = 4, **5 seeds** (the claims
+# are decided on paired differences over them); the authors' recipe: AdamW at each method's default
+# learning rate, weight decay 0.05, grad-norm clip 1.0, linear warm-up then cosine decay stepped per
+# epoch (warm-up at most half of the epochs); curves average the four corruptions. QUICK mode: 64 / 32 /
+# 32 images, 1 epoch, M = 2, one seed, single model and SVE, two corruptions at severities 1 and 5.
 #
 # **What to look for:** accuracy falling and uncertainty (entropy, mutual information) rising with
 # severity, and SVE's ECE staying near the deep ensemble's rather than the single model's.
 
+# %% [markdown]
+# **Where this differs from the paper, and why**
+# - Corrupted Fashion-MNIST (Gaussian noise, blur, contrast, rotation; `sve.data.corrupt`) instead of
+#   CIFAR-100-C: no CIFAR can be had offline; the CIFAR-C recipe is applied to the grey-scale images.
+# - 28 px, 384 training images, 2 epochs (1 warm-up) instead of 224 px, the whole training set and 10
+#   epochs (5 warm-up): the CPU budget (two shared cores); sizes are raised from convergence
+#   measurements, and every verdict is gated on the convergence rule.
+# - 5 seeds instead of 3: a 95 % interval of a paired difference needs them.
+# - The paper gives no numbers here, only the description; the single model is added as a reference.
+#
+# **Thresholds, fixed before the runs.** `RISE`: "uncertainty rises with severity" asks SVE's mean
+# entropy (and mutual information) at the top severity to exceed its value on the clean test set by
+# more than 0 nats. `ECE_CLOSE`: "competitive" allows SVE's mean ECE over the shifted sets to be at most
+# 1 point above the deep ensemble's (non-inferiority); against the single model it must be lower.
+
 # %% tags=["parameters"]
 QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
-ECE_CLOSE = 0.01  # "competitive": mean ECE over severities within 1 pp of the deep ensemble's
+RISE = 0.0  # "rises with severity": top-severity entropy / MI above the clean value by more than 0 nats
+ECE_CLOSE = 0.01  # "competitive": mean ECE over severities at most 1 pp above the deep ensemble's
 
 # %%
 import nbtools as nb
@@ -91,36 +109,41 @@ for fig in figs.values():
 out.export(figs)
 
 # %% [markdown]
-# ## What we found
+# ## The claims, decided over seeds
+# Each claim is decided on per-seed paired differences with a 95 % t-interval of their mean
+# (`sve.stats`): **held** / **did not hold** when the whole interval is on one side of the threshold,
+# **inconclusive** when it straddles it, **not converged** when a run behind either side did not
+# converge by the rule (`converged` column). The claims compare derived quantities (`nb.per_seed`):
+# - *uncertainty rises*: SVE at the top severity (mean over the corruptions) against SVE on the clean
+#   test set, seed by seed, for the mean predictive entropy and the mean mutual information;
+# - *competitive calibration*: each method's mean ECE over every shifted set (all severities and
+#   corruptions) per seed, SVE against the single model and against the deep ensemble.
 
 # %%
-means = summary.reset_index()
-shifted = means[means["severity"] > 0]
+from sve.stats import Claim
 
+sve_rows = rows[rows["method"] == "sve"]
+sides = {f"sve, severity {top}": top, "sve, clean": 0}  # derived method → severity of its rows
+verdicts = []
+for column, what in (("mean_entropy", "predictive uncertainty (entropy)"),
+                     ("mean_mutual_info", "member disagreement (mutual information)")):
+    derived = pd.concat([nb.per_seed(sve_rows[sve_rows["severity"] == severity], column, label=label)
+                         for label, severity in sides.items()])
+    rises = Claim(*sides, column, "higher", threshold=RISE,
+                  text=f"SVE's {what} rises with severity")
+    verdicts.append(nb.decide(run, [rises], table=derived))
+shifted_ece = nb.per_seed(rows[rows["severity"] > 0], "ece")  # one row per method × seed
+verdicts.append(nb.decide(run, [
+    Claim("sve", "single", "ece", "lower", text="Under shift SVE's ECE (mean over severities) is below the "
+          "single model's"),
+    Claim("sve", "deep_ensemble", "ece", "lower", threshold=-ECE_CLOSE,
+          text="Under shift SVE's ECE (mean over severities) stays close to the deep ensemble's"),
+], table=shifted_ece))
+nb.verdicts_table(*verdicts)[["verdict", "evidence"]]
 
-def rises_with_severity(column):
-    def decide():
-        sve = means[means["method"] == "sve"].set_index("severity")[column]
-        rho = pd.Series(sve.index).corr(pd.Series(sve.values), method="spearman")
-        return rho > 0 and sve.iloc[-1] > sve.iloc[0], (
-            f"SVE {column}: {sve.iloc[0]:.3f} (clean) → {sve.iloc[-1]:.3f} (severity {top}), "
-            f"Spearman ρ = {rho:.2f}")
-    return decide
+# %% [markdown]
+# ## What we found
+# Written from the verdicts just computed (nothing below is typed in by hand):
 
-
-def ece_competitive():
-    ece = shifted.groupby("method")["ece"].mean()
-    held = ece["sve"] < ece["single"] and ece["sve"] <= ece["deep_ensemble"] + ECE_CLOSE
-    return held, "mean ECE over severities 1–5: " + ", ".join(f"{m} {100 * v:.2f} %" for m, v in ece.items())
-
-
-claims = [
-    nb.claim("SVE's predictive uncertainty rises with severity", "Spearman ρ(severity, entropy) > 0 and "
-             "last > clean", rises_with_severity("mean_entropy")),
-    nb.claim("SVE's member disagreement (mutual information) rises with severity", "as above, for MI",
-             rises_with_severity("mean_mutual_info")),
-    nb.claim("SVE's calibration under shift stays competitive",
-             f"mean shifted ECE below single's and ≤ deep ensemble + {100 * ECE_CLOSE:g} pp",
-             ece_competitive),
-]
-out.conclude(claims)
+# %%
+out.conclude(*verdicts)

@@ -22,18 +22,43 @@
 # that twelve SVE variants × three seeds fit the CPU budget.
 #
 # **Sizes (full mode, `configs/06_ablations.yaml`):** 28 px, 384 training / 96 validation / 192 test / 192
-# OOD images, 3 epochs (1 warm-up), 3 seeds; variants M ∈ {1, 2, 4, 8, 16}; init_std ∈ {0.001, 0.01, 0.1};
-# targets all / attention / mlp / last 4 blocks (M = 4), plus a second run with σ decay toward the
-# pretrained values. Probability versus logit averaging is scored on the *same* trained members (their
-# stored logits), so only the averaging rule differs. QUICK mode: 64 / 32 / 32 images, 1 epoch, one seed,
-# three variants with M ≤ 2 (M = 1, M = 2, init_std 0.1) and the σ-decay run.
+# OOD images, 3 epochs (1 warm-up), batch 16, **5 seeds** for every variant (they share one run, so the
+# ensemble-size sweep and every other claim are decided on paired differences over the 5 seeds); the
+# authors' recipe: AdamW at SVE's default learning rate, weight decay 0.05, grad-norm clip 1.0, linear
+# warm-up then cosine decay stepped per epoch (warm-up at most half of the epochs). Variants M ∈ {1, 2,
+# 4, 8, 16}; init_std ∈ {0.001, 0.01, 0.1}; targets all / attention / mlp / last 4 blocks (M = 4), plus
+# a second run (same seeds) with σ decay toward the pretrained values. Probability versus logit
+# averaging is scored on the *same* trained members (their stored logits), so only the averaging rule
+# differs. QUICK mode: 64 / 32 / 32 images, 1 epoch, one seed, three variants (M = 2, M = 4, init_std
+# 0.1, all at M ≤ 4) and the σ-decay run; the claims on variants it leaves out read "undecided".
 #
 # **What to look for:** ECE and NLL against M; flat rows across init_std; the accuracy / parameter
 # trade-off of the target sets.
 
+# %% [markdown]
+# **Where this differs from the paper, and why**
+# - MNIST-5k with Animal-MNIST as OOD set: the paper's ablation data are not known (its appendices
+#   are known only from text), and a cheap set lets eleven SVE variants × five seeds fit the CPU budget.
+# - 28 px, 384 training images, 3 epochs (1 warm-up) instead of 224 px, full data and 10 epochs (5
+#   warm-up): the CPU budget (two shared cores); sizes are raised from convergence measurements, and
+#   every verdict is gated on the convergence rule.
+# - M ∈ {1, 2, 4, 8, 16} extends the paper's {4, 8, 16}; 5 seeds for the paired 95 % intervals.
+# - σ decay toward the pretrained values and probability versus logit averaging are our own questions.
+#
+# **Thresholds, fixed before the runs** (each claim against the default variant `sve-m4`: M = 4,
+# init_std 0.01, all layers, σ decay toward 0, probability averaging).
+# `M_GAIN`: "calibration improves as M grows" asks M = 16's ECE to be lower than M = 4's by more than
+# 0 points. `INIT_CLOSE`: "robust to init_std" asks accuracy and ECE at init_std 0.001 and 0.1 to be
+# within ±1 point of init_std 0.01 (an equivalence check). `ATTN_SLACK`: "slightly lower accuracy" for
+# attention-only SVE means lower than all layers, but by at most 1 point. `OPEN_GAIN`: the two open
+# questions ask for a lower ECE by more than 0 points.
+
 # %% tags=["parameters"]
 QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
-FLAT = 0.01  # "robust": accuracy and ECE vary by at most 1 pp across init_std; "better": ECE lower by > 1 pp
+M_GAIN = 0.0  # "calibration improves with M": ECE at M = 16 below M = 4's
+INIT_CLOSE = 0.01  # "robust to init_std": accuracy and ECE within ±1 pp of the default init_std
+ATTN_SLACK = 0.01  # "slightly lower accuracy": attention-only at most 1 pp below all layers
+OPEN_GAIN = 0.0  # open questions: σ decay toward pretrained / probability averaging lower ECE
 
 # %%
 import nbtools as nb
@@ -44,13 +69,12 @@ from sve import metrics
 QUICK = nb.quick_mode(QUICK)
 out = nb.outputs("06_ablations", QUICK)
 config = nb.load_config("06_ablations", QUICK)
-if QUICK:  # three variants, members capped at 2
-    keep = {"sve-m1", "sve-m2", "sve-std0.1"}
-    config = nb.load_config("06_ablations", QUICK, methods=[
-        {**m, "members": min(m.get("members", 2), 2)} for m in config.methods if m["label"] in keep])
-decay = nb.load_config("06_ablations", QUICK, sigma_decay="pretrained",
-                       methods=[{"name": "sve", "label": "sve-decay-pretrained",
-                                 "members": 2 if QUICK else 4}])
+if QUICK:  # three variants at M ≤ 4 (the run-level M is 4, as in full mode)
+    keep = {"sve-m2", "sve-m4", "sve-std0.1"}
+    config = nb.load_config("06_ablations", QUICK, quick_sizes=dict(members=4),
+                            methods=[m for m in config.methods if m["label"] in keep])
+decay = nb.load_config("06_ablations", QUICK, quick_sizes=dict(members=4), sigma_decay="pretrained",
+                       methods=[{"name": "sve", "label": "sve-decay-pretrained", "members": 4}])
 print(nb.describe(config, QUICK))
 print(nb.describe(decay, QUICK))
 
@@ -86,11 +110,12 @@ records = []
 for method in (m for m in run.methods if run.cost(m)["members"] > 1):
     for seed in (s for label, s in run.done if label == method):
         logits, labels = run.logits(method, seed, "test")
-        for combine in ("prob", "logit"):
-            row = metrics.evaluate(logits, labels, combine=combine).loc["ensemble"]
-            records.append({"method": method, "combine": combine, "seed": seed,
-                            **{k: row[k] for k in nb.CALIBRATION}})
-combine = nb.mean_std(pd.DataFrame(records), nb.CALIBRATION, by=["method", "combine"])
+        for rule in ("prob", "logit"):
+            row = metrics.evaluate(logits, labels, combine=rule).loc["ensemble"]
+            records.append({"method": f"{method} ({rule})", "variant": method, "combine": rule, "seed": seed,
+                            "converged": run.converged(method, seed), **{k: row[k] for k in nb.CALIBRATION}})
+averaging = pd.DataFrame(records)  # one row per variant × averaging rule × seed
+combine = nb.mean_std(averaging, nb.CALIBRATION, by=["variant", "combine"])
 out.save_table(combine, "_combine")
 nb.pm(combine, {"accuracy": 100, "ece": 100}, digits=2)
 
@@ -105,7 +130,7 @@ figs = {"ensemble_size": plots.shift_curves(sizes, x="members", columns=("accura
                                             by=None, title="SVE versus ensemble size M")}
 figs["ensemble_size"].update_xaxes(title_text="members M", type="log", tickvals=[1, 2, 4, 8, 16], dtick=None)
 figs["ensemble_size"].update_layout(showlegend=False)
-drift = "sve-m4" if "sve-m4" in run.methods else "sve-m2"  # QUICK mode has no M = 4 variant
+drift = "sve-m4"
 figs[f"spectrum_history_{drift}"] = plots.spectrum_history(
     run.spectra_history(drift, config.seeds[0], by="step"),
     title=f"σ drift during training ({drift}, all layers)")
@@ -115,55 +140,51 @@ for fig in figs.values():
 out.export(figs)
 
 # %% [markdown]
-# ## What we found
+# ## The claims, decided over seeds
+# Each claim compares two variants seed by seed (seed s of both: the same data order and init draw)
+# on the test set, with a 95 % t-interval of the mean paired difference (`sve.stats`): **held** /
+# **did not hold** when the whole interval is on one side of the threshold (for "within ±δ": inside /
+# wholly outside ±δ), **inconclusive** when it straddles it, **not converged** when a run of either
+# side did not converge by the rule (`converged` column). The σ-decay variant is a second run with the
+# same seeds, so its rows pair with `sve-m4`'s. The averaging claim compares the two rules on the same
+# members (a derived table: one row per variant, rule and seed). The parameter count of attention-only
+# SVE is an exact check.
 
 # %%
-s = summary
+from sve.stats import Claim
 
-
-def ece_improves_with_m():
-    ece = s.loc[["sve-m4", "sve-m8", "sve-m16"], "ece"]
-    held = ece.is_monotonic_decreasing
-    return held, "ECE at M = 4, 8, 16: " + ", ".join(f"{100 * v:.2f} %" for v in ece)
-
-
-def robust_to_init_std():
-    part = s.loc[["sve-std0.001", "sve-m4", "sve-std0.1"], ["accuracy", "ece"]]
-    spread = part.max() - part.min()
-    return (spread <= FLAT).all(), (f"range over init_std 0.001 / 0.01 / 0.1: accuracy "
-                                    f"{100 * spread['accuracy']:.2f} pp, ECE {100 * spread['ece']:.2f} pp")
-
-
-def attention_cheaper_slightly_worse():
-    a, full = s.loc["sve-attention"], s.loc["sve-m4"]
-    held = a["overhead_pct"] < full["overhead_pct"] and a["accuracy"] <= full["accuracy"]
-    return held, (f"attention-only {a['overhead_pct']:.3f} % params, accuracy {100 * a['accuracy']:.2f} % "
-                  f"vs all {full['overhead_pct']:.3f} %, {100 * full['accuracy']:.2f} %")
-
-
-def decay_question():
-    z, p = s.loc["sve-m4"], s.loc["sve-decay-pretrained"]
-    return p["ece"] < z["ece"] - FLAT, (f"decay toward pretrained: ECE {100 * p['ece']:.2f} %, accuracy "
-                                        f"{100 * p['accuracy']:.2f} % vs toward zero {100 * z['ece']:.2f} %, "
-                                        f"{100 * z['accuracy']:.2f} %")
-
-
-def combine_question():
-    c = combine.loc["sve-m4", "ece"]
-    return c["prob"] < c["logit"] - FLAT, (f"SVE M = 4 ECE: probability {100 * c['prob']:.2f} % "
-                                           f"vs logit {100 * c['logit']:.2f} %")
-
-
-claims = [
-    nb.claim("Calibration improves as M grows", "mean ECE decreases over M = 4 → 8 → 16",
-             ece_improves_with_m),
-    nb.claim("Robust to init_std over 0.001–0.1", f"accuracy and ECE ranges ≤ {100 * FLAT:g} pp",
-             robust_to_init_std),
-    nb.claim("Attention-only SVE: fewer parameters, slightly lower accuracy",
-             "overhead lower and accuracy ≤ all-layers", attention_cheaper_slightly_worse),
-    nb.claim("(open question) σ decay toward pretrained calibrates better than toward 0",
-             f"mean ECE lower by more than {100 * FLAT:g} pp", decay_question),
-    nb.claim("(open question) probability averaging calibrates better than logit averaging",
-             f"mean ECE lower by more than {100 * FLAT:g} pp", combine_question),
+variant_claims = [
+    Claim("sve-m16", "sve-m4", "ece", "lower", threshold=M_GAIN,
+          text="Calibration improves as M grows (ECE at M = 16 below M = 4)"),
+] + [Claim(variant, "sve-m4", metric, kind="close", threshold=INIT_CLOSE,
+           text=f"Robust to init_std: {metric} at init_std {variant[len('sve-std'):]} close to 0.01's")
+     for variant in ("sve-std0.001", "sve-std0.1") for metric in ("accuracy", "ece")] + [
+    Claim("sve-m4", "sve-attention", "accuracy", "higher",
+          text="Attention-only SVE has lower accuracy than all layers"),
+    Claim("sve-attention", "sve-m4", "accuracy", "higher", threshold=-ATTN_SLACK,
+          text="Attention-only SVE loses only slightly (at most the stated slack)"),
+    Claim("sve-decay-pretrained", "sve-m4", "ece", "lower", threshold=OPEN_GAIN,
+          text="(open question) σ decay toward pretrained calibrates better than toward 0"),
 ]
-out.conclude(claims)
+averaging_claim = Claim("sve-m4 (prob)", "sve-m4 (logit)", "ece", "lower", threshold=OPEN_GAIN,
+                        text="(open question) probability averaging calibrates better than logit averaging")
+
+
+def attention_cheaper():
+    a, full = summary.loc["sve-attention"], summary.loc["sve-m4"]
+    return a["overhead_pct"] < full["overhead_pct"], (
+        f"attention-only {a['overhead_pct']:.3f} % of the backbone's parameters vs all layers "
+        f"{full['overhead_pct']:.3f} %")
+
+
+verdicts = [nb.decide(run, variant_claims, table=test), nb.decide(run, [averaging_claim], table=averaging),
+            [nb.claim("Attention-only SVE trains fewer parameters", "overhead_pct lower than all layers'",
+                      attention_cheaper)]]
+nb.verdicts_table(*verdicts)[["verdict", "evidence"]]
+
+# %% [markdown]
+# ## What we found
+# Written from the verdicts just computed (nothing below is typed in by hand):
+
+# %%
+out.conclude(*verdicts)

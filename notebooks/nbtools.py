@@ -13,8 +13,12 @@ Modes
   ``notebooks/results/<notebook>.csv``, figures to ``notebooks/figures/<notebook>/`` (PNG + SVG),
   runs to ``$SVE_RUNS`` or ``runs/``. A finished run of exactly the same config is reused.
 - medium mode (``QUICK=0 MEDIUM=1``): full mode with the smaller sample sizes of
-  :data:`MEDIUM_SIZES` (still 3 seeds), for a shared or slow machine; every saved table carries a
-  ``mode`` column saying which mode produced it.
+  :data:`MEDIUM_SIZES` (the config's seeds and M), for a shared or slow machine; every saved table
+  carries a ``mode`` column saying which mode produced it.
+
+Claims are decided over seeds (:func:`decide`: paired differences with 95 % t-intervals, by
+``sve.stats``); a claim that compares different columns or splits is decided on a derived long
+table (:func:`per_seed`, :func:`mi_against_best_single`). Exact checks use :func:`claim`.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sve import experiments, stats
+from sve.errors import ConfigError, DataError
 from sve.experiments.results import CALIBRATION_COLUMNS, mean_std, pm, rows
 from sve.paths import project_root, runs_dir
 
@@ -221,40 +227,6 @@ def claim(text: str, rule: str, decide: Callable[[], tuple[bool, str]]) -> Claim
     return Claim(text, rule, evidence, bool(held))
 
 
-def ece_below(raw: pd.DataFrame, other: str, method: str = "sve",
-              accuracy_slack: float | str | None = None) -> Callable[[], tuple[bool, str]]:
-    """A claim's ``decide``: ``method``'s mean ECE is below ``other``'s in ``raw`` (a
-    :func:`mean_std` table indexed by method) and, when ``accuracy_slack`` is given, its mean
-    accuracy is at least ``other``'s minus the slack (a fraction, or ``"std"``: the larger of the
-    two seed standard deviations, 0 with one seed)."""
-    def decide() -> tuple[bool, str]:
-        s, o = raw.loc[method], raw.loc[other]
-        held = s["ece"] < o["ece"]
-        text = f"ECE {100 * s['ece']:.2f} vs {100 * o['ece']:.2f} %"
-        if accuracy_slack is not None:
-            slack = accuracy_slack
-            if slack == "std":
-                stds = [r.get("accuracy_std", math.nan) for r in (s, o)]
-                slack = max([0.0] + [v for v in stds if not math.isnan(v)])
-            held = held and s["accuracy"] >= o["accuracy"] - slack
-            text += (f", accuracy {100 * s['accuracy']:.2f} vs {100 * o['accuracy']:.2f} % "
-                     f"(slack {100 * slack:.2f})")
-        return held, text
-    return decide
-
-
-def ood_beats_single(summary: pd.DataFrame, split: str, method: str = "sve",
-                     ) -> Callable[[], tuple[bool, str]]:
-    """A claim's ``decide``: ``method``'s AUROC with mutual information on OOD set ``split`` beats
-    the single model's best of MSP / entropy / energy (``summary``: :func:`mean_std` of the OOD
-    rows indexed by split and method)."""
-    def decide() -> tuple[bool, str]:
-        s = summary.loc[(split, method), "auroc_mutual_info"]
-        o = summary.loc[(split, "single"), ["auroc_msp", "auroc_entropy", "auroc_energy"]].max()
-        return s > o, f"{split}: {method.upper()} (MI) {100 * s:.1f} vs single's best score {100 * o:.1f}"
-    return decide
-
-
 #: metrics shown in percentage points in the verdicts (fractions in the tables)
 PERCENT = ("accuracy", "ece", "adaptive_ece", "mce", "classwise_ece", "auroc", "aupr", "fpr95", "acc_at")
 
@@ -275,26 +247,110 @@ def rule_text(claim: stats.Claim, n_claims: int | None = None) -> str:
     return f"95 % CI of {claim.a} − {claim.b} ({claim.metric}) wholly {better}{margin}, paired by seed"
 
 
-def decide(run: experiments.Run, claims: Sequence[stats.Claim], where: dict | None = None,
+def per_seed(rows: pd.DataFrame, metric: str, columns: str | Sequence[str] | None = None,
+             label: str = "{method}", best: str = "max") -> pd.DataFrame:
+    """A derived long table for :func:`decide`: one row per method × seed with columns ``method``,
+    ``seed``, ``metric`` and ``converged``, for claims that compare different columns or splits.
+
+    ``rows``: metrics rows (e.g. :func:`rows` of one split, or ``split="shift:*"``), any number per
+    method × seed. The value of a row is its column ``columns`` (default: ``metric``), or with
+    several columns their ``best`` (``"max"`` or ``"min"``), e.g. the single model's best AUROC over
+    MSP / entropy / energy; the values of one method × seed are then averaged (e.g. over the
+    corruptions of one severity). A derived row is converged when every source row is. ``label``
+    names the derived method (``"{method}"`` is replaced by the source method), so two selections
+    of one method, e.g. ``"sve, clean"`` and ``"sve, severity 5"``, can be compared as A and B.
+    Non-finite values are kept (NaN), so that ``sve.stats`` refuses a broken run rather than a
+    mean hiding it."""
+    columns = [metric] if columns is None else [columns] if isinstance(columns, str) else list(columns)
+    if best not in ("max", "min"):
+        raise ConfigError(f"best={best!r}: use 'max' (higher is better, e.g. AUROC) or 'min' (e.g. ECE).")
+    if not isinstance(rows, pd.DataFrame) or rows.empty:
+        raise DataError("per_seed got no rows: check the filters of rows(...) (split, method) against "
+                        "the run's splits and methods.")
+    missing = [c for c in ["method", "seed", "converged", *columns] if c not in rows.columns]
+    if missing:
+        raise DataError(f"the rows lack column(s) {missing}; pass rows of a run's metrics table "
+                        f"(columns: {list(rows.columns)}).")
+    methods = rows["method"].unique()
+    if "{method}" not in label and len(methods) > 1:
+        raise DataError(f"label {label!r} would give the same name to methods {list(methods)}; put "
+                        "'{method}' in the label or select one method.")
+    if not rows["converged"].map(lambda v: isinstance(v, (bool, np.bool_))).all():
+        raise DataError(f"column 'converged' must hold True/False for every row; got "
+                        f"{sorted(map(repr, rows['converged'].unique()))}.")
+    values = getattr(rows[columns].astype(float), best)(axis=1, skipna=False)
+    frame = rows[["method", "seed", "converged"]].assign(value=values)
+    groups = frame.groupby(["method", "seed"], sort=False)
+    out = groups["value"].agg(lambda v: v.mean(skipna=False)).rename(metric).to_frame()
+    out["converged"] = groups["converged"].agg(lambda v: bool(v.all()))
+    out = out.reset_index()
+    out["method"] = [label.format(method=m) for m in out["method"]]
+    return out[["method", "seed", metric, "converged"]]
+
+
+#: the OOD scores a single model has (mutual information needs members)
+SINGLE_SCORES = ("auroc_msp", "auroc_entropy", "auroc_energy")
+
+
+def mi_against_best_single(rows: pd.DataFrame, method: str = "sve", single: str = "single") -> pd.DataFrame:
+    """The derived table of "``method`` detects OOD better than the single model" (:func:`per_seed`):
+    ``"<method> (MI)"``, its AUROC with mutual information, and ``"<single> (best score)"``, the
+    single model's best AUROC of :data:`SINGLE_SCORES` picked per seed (which favours the single
+    model). ``rows``: the metrics rows of one OOD split; a method without rows is left out (its
+    claim then reads "undecided")."""
+    have = set(rows["method"])
+    parts = [per_seed(rows[rows["method"] == m], "auroc", columns, label=label)
+             for m, columns, label in ((method, "auroc_mutual_info", f"{method} (MI)"),
+                                       (single, list(SINGLE_SCORES), f"{single} (best score)")) if m in have]
+    if not parts:
+        raise DataError(f"neither {method!r} nor {single!r} has rows here; pass the rows of one OOD split "
+                        "of a run that trained them.")
+    return pd.concat(parts, ignore_index=True)
+
+
+#: the verdict of a claim whose method is not in the run (e.g. a variant QUICK mode leaves out)
+UNDECIDED = "undecided"
+
+
+def decide(run: experiments.Run | None, claims: Sequence[stats.Claim], where: dict | None = None,
            table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Claims decided over seeds: ``Run.claims`` (paired by seed, 95 % t-interval, verdicts held /
     did not hold / inconclusive / not converged) plus the rule of each claim in words. ``table``:
-    a derived long table (method, seed, metric, converged) instead of the run's own rows."""
+    a derived long table (:func:`per_seed`: method, seed, metric, converged) instead of the run's
+    own rows. A claim naming a method that has no rows (e.g. a variant QUICK mode does not train)
+    is not decided: its row reads "undecided" with the missing method in its ``evidence``."""
+    source = run.metrics if table is None else table
+    have = set(source["method"].astype(str))
+    claims = list(claims)
+    ready = [c for c in claims if {c.a, c.b} <= have]
     if table is None:
-        result = run.claims(claims, where=where)
+        result = run.claims(ready, where=where)
     else:
-        result = stats.claims_table(table, list(claims), where=where)
-    result["rule"] = [rule_text(c) for c in claims]
-    return result
+        result = stats.claims_table(table, ready, where=where)
+    result["rule"] = [rule_text(c) for c in ready]
+    result["evidence"] = None
+    result["position"] = [i for i, c in enumerate(claims) if c in ready]
+    absent = pd.DataFrame([{"claim": c.label, "metric": c.metric, "a": c.a, "b": c.b, "n": 0,
+                            "verdict": UNDECIDED, "rule": rule_text(c), "position": i,
+                            "evidence": "not decidable: "
+                            + " and ".join(m for m in (c.a, c.b) if m not in have) + " not in this run"}
+                           for i, c in enumerate(claims) if c not in ready], columns=list(result.columns))
+    parts = [f for f in (result, absent) if len(f)]
+    if not parts:
+        return result.drop(columns="position")
+    merged = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return merged.sort_values("position", ignore_index=True).drop(columns="position")
 
 
 def _evidence(row: pd.Series) -> str:
     k, unit = _scale(row["metric"])
+    f = ".2f" if unit else ".4f"  # percentage points, or raw units (nats: MI is often ~0.01)
     a, b, d = k * row["a_mean"], k * row["b_mean"], k * row["diff"]
     interval = ("one seed: no interval" if math.isnan(row["low"])
-                else f"95 % CI [{k * row['low']:+.2f}, {k * row['high']:+.2f}]{unit}")
-    return (f"{row['metric']}: {row['a']} {a:.2f} vs {row['b']} {b:.2f} (means over {row['n']} seeds); "
-            f"{row['a']} − {row['b']} = {d:+.2f}{unit}, {interval}")
+                else f"95 % CI [{k * row['low']:+{f}}, {k * row['high']:+{f}}]{unit}")
+    seeds = f"{row['n']} seed" + ("s" if row["n"] != 1 else "")
+    return (f"{row['metric']}: {row['a']} {a:{f}} vs {row['b']} {b:{f}} (means over {seeds}); "
+            f"{row['a']} − {row['b']} = {d:+{f}}{unit}, {interval}")
 
 
 def verdicts_table(*parts: pd.DataFrame | Sequence[Claim]) -> pd.DataFrame:
@@ -305,7 +361,9 @@ def verdicts_table(*parts: pd.DataFrame | Sequence[Claim]) -> pd.DataFrame:
     for part in parts:
         if isinstance(part, pd.DataFrame):
             frame = part.copy()
-            frame["evidence"] = [_evidence(r) for _, r in frame.iterrows()]
+            given = frame["evidence"] if "evidence" in frame.columns else [None] * len(frame)
+            frame["evidence"] = [e if isinstance(e, str) else _evidence(r)
+                                 for e, (_, r) in zip(given, frame.iterrows())]
         else:
             word = {True: "held", False: "did not hold", None: "undecided"}
             frame = pd.DataFrame([{"claim": c.claim, "rule": c.rule, "evidence": c.evidence,

@@ -160,16 +160,11 @@ def test_mean_std_and_pm(nbtools):
     assert table.splitlines()[2] == "| x | \\|ΔECE\\| ≤ 1 |"                     # bars escaped
 
 
-def test_ece_below_and_claims(nbtools):
-    import pandas as pd
-
-    raw = pd.DataFrame({"ece": [0.05, 0.08], "accuracy": [0.70, 0.74], "accuracy_std": [0.03, 0.05]},
-                       index=["sve", "single"])
-    held, text = nbtools.ece_below(raw, "single", accuracy_slack="std")()
-    assert held and "slack 5.00" in text                      # 0.70 ≥ 0.74 − 0.05
-    assert not nbtools.ece_below(raw, "single", accuracy_slack=0.01)()[0]
-    assert nbtools.ece_below(raw, "single")()[0]
-    missing = nbtools.claim("SVE beats LoRA", "ECE lower", nbtools.ece_below(raw, "lora_ensemble"))
+def test_exact_checks(nbtools):
+    """``claim`` evaluates an exact check; a missing method or column makes it undecided."""
+    raw = {"sve": {"params": 10}}
+    missing = nbtools.claim("SVE is cheaper than LoRA", "params lower",
+                            lambda: (raw["sve"]["params"] < raw["lora_ensemble"]["params"], "e"))
     assert missing.held is None and "not decidable" in missing.evidence
     verdicts = nbtools.claims_table([missing, nbtools.claim("x", "r", lambda: (True, "e"))])
     assert verdicts["verdict"].tolist() == ["undecided", "held"]
@@ -196,3 +191,122 @@ def test_claims_decided_over_seeds(nbtools):
     assert both["verdict"].tolist() == ["held", "did not hold", "did not hold"]
     text = nbtools.findings(both, quick=False)
     assert "3 claims decided" in text and "sve − single = -1.84 pp, 95 % CI [" in text
+
+
+
+def _long(values: dict, metric: str = "ece", converged: dict | None = None):
+    """A metrics-like long table: one row per method × seed (``values``: {method: [per seed]})."""
+    import pandas as pd
+
+    return pd.DataFrame([{"method": m, "seed": s, metric: v, "converged": (converged or {}).get((m, s), True)}
+                         for m, vs in values.items() for s, v in enumerate(vs)])
+
+
+def test_per_seed_derives_best_scores_and_means(nbtools):
+    """``per_seed``: the best of several columns per row (the single model's best score), the mean
+    over the rows of one method × seed (corruptions of one severity), one row per method × seed,
+    converged only when every source row is."""
+    import pandas as pd
+
+    rows = pd.DataFrame({"method": ["single"] * 4 + ["sve"] * 4, "seed": [0, 0, 1, 1] * 2,
+                         "split": ["shift:noise:5", "shift:blur:5"] * 4,
+                         "auroc_msp": [0.6, 0.7, 0.5, 0.9, 0.1, 0.1, 0.1, 0.1],
+                         "auroc_energy": [0.8, 0.6, 0.4, 0.3, 0.2, 0.2, 0.2, 0.2],
+                         "auroc_mutual_info": [float("nan")] * 4 + [0.7, 0.9, 0.6, 0.8],
+                         "converged": [True, True, True, False, True, True, True, True]})
+    best = nbtools.per_seed(rows[rows["method"] == "single"], "auroc", ["auroc_msp", "auroc_energy"],
+                            label="single (best score)")
+    assert list(best.columns) == ["method", "seed", "auroc", "converged"]
+    assert best["method"].tolist() == ["single (best score)"] * 2
+    assert best["auroc"].tolist() == pytest.approx([(0.8 + 0.7) / 2, (0.5 + 0.9) / 2])
+    assert best["converged"].tolist() == [True, False]                  # one source row not converged
+    mi = nbtools.per_seed(rows[rows["method"] == "sve"], "auroc", "auroc_mutual_info")
+    assert mi["auroc"].tolist() == pytest.approx([0.8, 0.7]) and mi["method"].tolist() == ["sve"] * 2
+    lowest = nbtools.per_seed(rows, "auroc", ["auroc_msp", "auroc_energy"], label="{method} low", best="min")
+    assert lowest["method"].tolist() == ["single low"] * 2 + ["sve low"] * 2
+    assert lowest["auroc"].tolist() == pytest.approx([0.6, 0.35, 0.1, 0.1])
+    # a NaN source (the single model has no mutual information) stays NaN: sve.stats refuses it
+    no_mi = nbtools.per_seed(rows[rows["method"] == "single"], "auroc", "auroc_mutual_info")
+    assert no_mi["auroc"].isna().all()
+
+
+def test_per_seed_refuses_bad_input(nbtools):
+    from sve.errors import ConfigError, DataError
+
+    rows = _long({"sve": [0.1, 0.2], "single": [0.3, 0.4]})
+    with pytest.raises(DataError, match="no rows"):
+        nbtools.per_seed(rows[rows["method"] == "lora"], "ece")
+    with pytest.raises(DataError, match="lack column"):
+        nbtools.per_seed(rows, "nll")
+    with pytest.raises(DataError, match="same name"):
+        nbtools.per_seed(rows, "ece", label="pooled")
+    with pytest.raises(ConfigError, match="best="):
+        nbtools.per_seed(rows, "ece", best="mean")
+    with pytest.raises(DataError, match="True/False"):
+        nbtools.per_seed(rows.assign(converged="yes"), "ece")
+
+
+def test_a_derived_table_decides_a_claim(nbtools):
+    """Two selections of one method (clean test set vs the top severity) compared by seed through
+    ``per_seed`` + ``decide``; a non-converged source row makes the verdict "not converged"."""
+    import pandas as pd
+
+    from sve.stats import Claim
+
+    entropy = {"test": [0.20, 0.25, 0.22, 0.18, 0.24], "shift:noise:5": [0.50, 0.61, 0.55, 0.49, 0.58],
+               "shift:blur:5": [0.40, 0.45, 0.47, 0.41, 0.44]}
+    rows = pd.DataFrame([{"method": "sve", "seed": s, "split": split, "mean_entropy": v, "converged": True}
+                         for split, vs in entropy.items() for s, v in enumerate(vs)])
+
+    def derive(rows):
+        clean = rows["split"] == "test"
+        return pd.concat([nbtools.per_seed(rows[~clean], "mean_entropy", label="sve, severity 5"),
+                          nbtools.per_seed(rows[clean], "mean_entropy", label="sve, clean")])
+
+    claim = Claim("sve, severity 5", "sve, clean", "mean_entropy", "higher", text="entropy rises")
+    decided = nbtools.decide(None, [claim], table=derive(rows))
+    assert decided.loc[0, "verdict"] == "held" and decided.loc[0, "n"] == 5
+    assert decided.loc[0, "diff"] == pytest.approx((0.45 + 0.53 + 0.51 + 0.45 + 0.51) / 5 - 1.09 / 5)
+    stale = [s != 3 or split != "shift:blur:5" for s, split in zip(rows["seed"], rows["split"])]
+    derived = derive(rows.assign(converged=stale))
+    assert nbtools.decide(None, [claim], table=derived).loc[0, "verdict"] == "not converged"
+
+
+def test_decide_leaves_a_claim_on_a_missing_method_undecided(nbtools):
+    """A claim naming a method the run lacks (a variant QUICK mode leaves out) reads "undecided" and
+    says which method is missing; the other claims are decided, in the given order."""
+    from sve.stats import Claim
+
+    table = _long({"sve": [0.080, 0.090, 0.085, 0.070, 0.095], "single": [0.100, 0.110, 0.100, 0.092, 0.110]})
+    claims = [Claim("sve", "deep_ensemble", "ece", "lower", text="vs DE"),
+              Claim("sve", "single", "ece", "lower", text="vs single")]
+    decided = nbtools.decide(None, claims, table=table)
+    assert decided["claim"].tolist() == ["vs DE", "vs single"]
+    assert decided["verdict"].tolist() == ["undecided", "held"]
+    shown = nbtools.verdicts_table(decided)
+    assert shown.loc["vs DE", "evidence"] == "not decidable: deep_ensemble not in this run"
+    assert "sve − single = " in shown.loc["vs single", "evidence"]
+    only_missing = nbtools.verdicts_table(nbtools.decide(None, claims[:1], table=table))
+    assert only_missing["verdict"].tolist() == ["undecided"]
+
+
+def test_mi_against_best_single(nbtools):
+    """The OOD claim's derived table: SVE's AUROC (MI) against the single model's best score per seed;
+    a method the run lacks is left out (its claim is then undecided)."""
+    import pandas as pd
+
+    rows = pd.DataFrame({"method": ["sve", "sve", "single", "single", "lora_ensemble"],
+                         "seed": [0, 1, 0, 1, 0], "auroc_msp": [0.1, 0.1, 0.70, 0.60, 0.9],
+                         "auroc_entropy": [0.1, 0.1, 0.75, 0.50, 0.9],
+                         "auroc_energy": [0.1, 0.1, 0.65, 0.55, 0.9],
+                         "auroc_mutual_info": [0.80, 0.72, float("nan"), float("nan"), 0.9],
+                         "converged": True})
+    derived = nbtools.mi_against_best_single(rows)
+    assert derived["method"].tolist() == ["sve (MI)"] * 2 + ["single (best score)"] * 2
+    assert derived["auroc"].tolist() == pytest.approx([0.80, 0.72, 0.75, 0.60])
+    alone = nbtools.mi_against_best_single(rows[rows["method"] != "single"])
+    assert alone["method"].unique().tolist() == ["sve (MI)"]
+    from sve.errors import DataError
+
+    with pytest.raises(DataError, match="neither"):
+        nbtools.mi_against_best_single(rows[rows["method"] == "lora_ensemble"])
