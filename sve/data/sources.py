@@ -16,9 +16,9 @@ Vision (torchvision reads them; their checksum checks stay on)
     ``oxford-iiit-pet/images/*.jpg``, ``annotations/trainval.txt``, ``annotations/test.txt``;
     37 breeds. Flowers and Pets keep their JPEGs on disk (:class:`ImageFiles`), decoded per batch.
     ``cifar10-c``, ``cifar100-c``: the published corrupted-CIFAR folder, ``<corruption>.npy``
-    (uint8 ``(50000,32,32,3)`` = severities 1..5 × the 10,000 test images, in that order) and
-    ``labels.npy``; pick ``corruption=`` and ``severity=`` (options of ``load_dataset``); only a
-    ``test`` split.
+    (uint8 ``(50000,32,32,3)`` = severities 1..5 × the 10,000 test images, in that order; any
+    ``5·n`` images are read the same way) and ``labels.npy``; pick ``corruption=`` and
+    ``severity=`` (options of ``load_dataset``); only a ``test`` split.
 
 Text (Hugging Face ``datasets``, the optional extra ``pip install 'sve[hf]'``)
     ``sst2`` (``stanfordnlp/sst2``: ``sentence``, ``label`` 0 negative / 1 positive): the hub's
@@ -151,11 +151,21 @@ class Source:
                 raise MissingAssetError(f"{self.name}: the download into {folder} failed ({e}); without a "
                                         f"network put the files there yourself, in this layout: "
                                         f"{self.layout}") from e
-        return _read_cached(self, str(folder.resolve()), tuple(sorted(options.items())))
+        return _read_cached(self, str(folder.resolve()), tuple(sorted(options.items())),
+                            _fingerprint(folder, self.marker))
+
+
+def _fingerprint(folder: Path, marker: str) -> tuple[tuple[str, int], ...]:
+    """mtimes of the folder, its marker and the marker's sub-folders: they change when files are
+    added or removed there, so a changed layout is read again."""
+    top = folder / marker
+    paths = [folder, top, *(sorted(p for p in top.iterdir() if p.is_dir()) if top.is_dir() else [])]
+    return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.exists())
 
 
 @lru_cache(maxsize=4)
-def _read_cached(source: Source, folder: str, options: tuple[tuple[str, Any], ...]) -> Dataset:
+def _read_cached(source: Source, folder: str, options: tuple[tuple[str, Any], ...],
+                 fingerprint: tuple[tuple[str, int], ...]) -> Dataset:
     """Per-process cache of the last few sources read (a run loads each split separately)."""
     return source.read(Path(folder), **dict(options))
 
@@ -290,18 +300,21 @@ def _cifar_c_reader(name: str, classes: list[str]) -> Callable[..., Dataset]:
             known = ", ".join(found) or f"none (the published set has: {', '.join(CIFAR_C_CORRUPTIONS)})"
             raise MissingAssetError(f"{name}: {folder / (corruption + '.npy')} is missing; corruptions "
                                     f"found in {folder}: {known}")
-        n = 5 * CIFAR_C_PER_SEVERITY
         images = np.load(folder / f"{corruption}.npy", mmap_mode="r")
         labels = np.load(folder / "labels.npy", mmap_mode="r")
-        if images.shape != (n, 32, 32, 3) or images.dtype != np.uint8 or labels.shape[:1] != (n,):
-            raise DataError(f"{name}: {folder / (corruption + '.npy')} must hold uint8 ({n},32,32,3) and "
-                            f"labels.npy ({n},); got {images.dtype} {images.shape} and {labels.shape}")
-        part = slice((severity - 1) * CIFAR_C_PER_SEVERITY, severity * CIFAR_C_PER_SEVERITY)
+        n = len(images)
+        if (images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or n % 5
+                or labels.shape != (n,)):
+            raise DataError(f"{name}: {folder / (corruption + '.npy')} must hold uint8 (5·n,H,W,3) images "
+                            f"(published: ({5 * CIFAR_C_PER_SEVERITY},32,32,3)) and labels.npy (5·n,); got "
+                            f"{images.dtype} {images.shape} and {labels.shape}")
+        per = n // 5
+        part = slice((severity - 1) * per, severity * per)
         labels = np.asarray(labels[part], dtype=np.int64)
         if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(classes):
             raise DataError(f"{name}: labels.npy in {folder} has labels outside 0..{len(classes) - 1}")
         return new_dataset(name, "image", labels, classes, images=np.array(images[part]),
-                           info={"official_splits": {"test": np.arange(CIFAR_C_PER_SEVERITY)},
+                           info={"official_splits": {"test": np.arange(per)},
                                  "corruption": (corruption, severity)})
 
     return read
