@@ -50,7 +50,7 @@ class ImageFiles:
         path = self.paths[i]
         try:
             with Image.open(path) as im:
-                return np.asarray(im.convert(self.mode), dtype=np.uint8)
+                return np.array(im.convert(self.mode), dtype=np.uint8)
         except (OSError, ValueError, SyntaxError) as e:
             raise DataError(f"cannot read image {path}: {e}; replace or remove the file") from e
 
