@@ -94,7 +94,7 @@ def test_files_lazy_and_cached_agree(tmp_path):
     assert ds.on_disk and ds.images.shape == (7, None, None, 3) and ds.images[2].shape == (13, 15, 3)
     eager, lazy = D.prepare(ds, BB, lazy=False), D.prepare(ds, BB, lazy=True)
     assert torch.equal(_all_items(lazy), _all_items(eager))
-    one = torch.from_numpy(np.asarray(Image.open(tmp_path / "img3.png"))).permute(2, 0, 1)[None]
+    one = torch.from_numpy(np.array(Image.open(tmp_path / "img3.png"))).permute(2, 0, 1)[None]
     ref = torch.nn.functional.interpolate(one.float(), size=(28, 28), mode="bilinear", antialias=True)
     px = ref.round().clamp(0, 255)[0] / 255
     assert torch.allclose(eager[3]["pixel_values"], (px - eager.mean) / eager.std)
