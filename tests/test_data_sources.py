@@ -328,6 +328,17 @@ def test_sst2_parquet_layout(tmp_path):
         D.load_dataset("sst2", root=root)
 
 
+def test_parquet_needs_pyarrow_and_intact_files(tmp_path, monkeypatch):
+    root = write_sst2_parquet(tmp_path / "sst2")
+    (root / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(DataError, match=r"cannot read .*train-\*\.parquet"):
+        D.load_dataset("sst2", root=root)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "fastparquet", None)
+    with pytest.raises(MissingAssetError, match=r"needs pyarrow.*sve\[hf\]"):
+        D.load_dataset("sst2", root=write_sst2_parquet(tmp_path / "again"))
+
+
 def test_arc_parquet_rows_carry_choices(tmp_path):
     root = write_arc_parquet(tmp_path / "arc")
     parts = {s: D.load_dataset("arc-easy", split=s, root=root) for s in ("train", "val", "test")}

@@ -14,16 +14,27 @@ import torch.nn.functional as F
 
 from sve.data.container import ImageFiles
 
+CHUNK_BYTES = 64 << 20
 
-def resize_pixels(images: np.ndarray, size: int, chunk: int = 2048) -> torch.Tensor:
-    """uint8 (N,H,W[,3]) → uint8 (N,C,size,size), bilinear (antialiased when shrinking)."""
+
+def resize_pixels(images: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (N,H,W[,3]) → uint8 (N,C,size,size), bilinear (antialiased when shrinking).
+
+    Works through chunks whose float32 input or output stays under ``CHUNK_BYTES`` (64 MiB), so the
+    transient memory does not grow with N (the uint8 result does).
+    """
     x = torch.from_numpy(np.ascontiguousarray(images))
     x = x.unsqueeze(1) if images.ndim == 3 else x.permute(0, 3, 1, 2)
     if x.shape[-2:] == (size, size):
         return x.contiguous()
-    out = [F.interpolate(b.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-           .round().clamp(0, 255).to(torch.uint8) for b in x.split(chunk)]
-    return torch.cat(out) if out else torch.zeros((0, x.shape[1], size, size), dtype=torch.uint8)
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
+    per_item = 4 * x.shape[1] * max(size * size, x.shape[2] * x.shape[3])
+    chunk = max(1, CHUNK_BYTES // per_item)
+    for start in range(0, x.shape[0], chunk):
+        b = x[start:start + chunk].float()
+        y = F.interpolate(b, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[start:start + chunk] = y.round_().clamp_(0, 255)
+    return out
 
 
 def decode_resized(images: np.ndarray | ImageFiles, idx: Any, size: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ Two image paths, picked by size (``lazy=None``):
   ``sve.paths.cache_dir("data")``, keyed by a hash of the data's content and labels (so split, seed,
   limit, holdout and corruption are all in it; files: their paths, sizes and mtimes) plus the size.
   Normalisation is applied per item, so it needs no key. Texts (token ids) are always cached.
-- lazy (large sets): when the resized pixels would take more than ``max_cached_bytes()`` (1 GiB,
+- lazy (large sets): when the resized pixels would take more than ``max_cached_bytes()`` (512 MiB,
   or ``$SVE_PREPARE_MAX_BYTES``), nothing is materialised: each batch's source images (an array at
   its native size, or files) are gathered, decoded, resized and normalised when the batch is drawn
   (``__getitems__``), so memory stays at the source images plus a few batches. CIFAR-100's 50,000
@@ -40,12 +40,12 @@ from sve.errors import ConfigError
 
 _CACHE_VERSION = "1"
 MAX_BYTES_ENV = "SVE_PREPARE_MAX_BYTES"
-MAX_CACHED_BYTES = 1 << 30
+MAX_CACHED_BYTES = 512 << 20
 
 
 def max_cached_bytes() -> int:
     """Largest resized-pixel size (bytes, uint8) that ``prepare`` materialises and caches:
-    ``$SVE_PREPARE_MAX_BYTES`` if set, else 1 GiB. Larger image sets take the lazy path."""
+    ``$SVE_PREPARE_MAX_BYTES`` if set, else 512 MiB. Larger image sets take the lazy path."""
     env = os.environ.get(MAX_BYTES_ENV)
     if not env:
         return MAX_CACHED_BYTES

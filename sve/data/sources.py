@@ -351,6 +351,9 @@ def _hf_tables(src: Source, folder: Path, hf_splits: Sequence[str], parquet_dir:
             raise src.missing(folder, f"{parquet_dir}/{split}-00000-of-00001.parquet")
         try:
             out[split] = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
+        except ImportError as e:  # pandas has no parquet engine
+            raise MissingAssetError(f"reading {src.name}'s parquet files needs pyarrow; install it with: "
+                                    f"{HF_INSTALL}") from e
         except Exception as e:  # pyarrow raises several types for a damaged file
             raise DataError(f"{src.name}: cannot read {shards[0].parent}/{split}-*.parquet ({e}); "
                             "replace the files with the hub's") from e
