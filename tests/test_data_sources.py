@@ -333,10 +333,11 @@ def test_parquet_needs_pyarrow_and_intact_files(tmp_path, monkeypatch):
     (root / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 truncated")
     with pytest.raises(DataError, match=r"cannot read .*train-\*\.parquet"):
         D.load_dataset("sst2", root=root)
+    intact = write_sst2_parquet(tmp_path / "again")
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "fastparquet", None)
     with pytest.raises(MissingAssetError, match=r"needs pyarrow.*sve\[hf\]"):
-        D.load_dataset("sst2", root=write_sst2_parquet(tmp_path / "again"))
+        D.load_dataset("sst2", root=intact)
 
 
 def test_arc_parquet_rows_carry_choices(tmp_path):
