@@ -121,3 +121,25 @@ def test_unreadable_file_is_named(tmp_path):
     lazy = D.prepare(ds, BB, lazy=True)
     with pytest.raises(DataError, match=r"img5\.png"):
         lazy[5]
+
+
+def test_memory_benchmark_smoke(tmp_path, monkeypatch):
+    """benchmarks/memory.py end to end on a tiny set: it reports the path prepare took and a peak."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("memory", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "memory.py")
+    memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(memory)
+    runs = {}
+    for limit in (None, "1"):  # default switch: cached; a 1-byte limit: lazy
+        if limit:
+            monkeypatch.setenv(D.MAX_BYTES_ENV, limit)
+        out = tmp_path / f"{limit}.json"
+        assert memory.main(["--images", "60", "--size", "16", "--batch", "16", "--workers", "0",
+                            "--json", str(out)]) == 0
+        runs[limit] = json.loads(out.read_text())
+    assert runs[None]["path"] == "cached" and runs["1"]["path"] == "lazy"
+    assert runs["1"]["seen"] == 60 and runs["1"]["peak_main_mb"] >= runs["1"]["baseline_mb"] > 0

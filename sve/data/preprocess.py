@@ -61,12 +61,17 @@ def resized_bytes(n: int, channels: int, size: int) -> int:
     return n * channels * size * size
 
 
-def _normalise(px: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(...,C,S,S)`` → float ``(...,3,S,S)``: ``(px/255 − mean)/std``, gray repeated to 3."""
-    x = px.float() / 255
-    if x.shape[-3] == 1:
-        x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
-    return (x - mean) / std
+def _normalise(px: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, shared: bool = False) -> torch.Tensor:
+    """uint8 ``(...,C,S,S)`` → float ``(...,3,S,S)``: ``(px/255 − mean)/std``, gray repeated to 3.
+
+    Computed in place in one output tensor; ``shared=True`` puts that tensor in shared memory (a
+    DataLoader worker's batch then reaches the main process without another copy).
+    """
+    out = torch.empty((*px.shape[:-3], 3, *px.shape[-2:]), dtype=torch.float32)
+    if shared:
+        out.share_memory_()
+    torch.div(px.expand_as(out), 255, out=out)
+    return out.sub_(mean).div_(std)
 
 
 class _Batch(list):
@@ -159,7 +164,8 @@ class LazyImageDataset(_Prepared):
 
     def __getitems__(self, idx: Sequence[int]) -> _Batch:
         idx = np.asarray(idx, dtype=np.int64)
-        pv = _normalise(decode_resized(self.images, idx, self.size), self.mean, self.std)
+        in_worker = torch.utils.data.get_worker_info() is not None
+        pv = _normalise(decode_resized(self.images, idx, self.size), self.mean, self.std, shared=in_worker)
         labels = self._labels[torch.from_numpy(idx)]
         out = _Batch({"pixel_values": pv[j], "labels": labels[j]} for j in range(len(idx)))
         out.batch = {"pixel_values": pv, "labels": labels}
