@@ -1,7 +1,7 @@
 """Memory benchmark of ``sve.data.prepare``'s lazy path: one epoch over a large 32x32 set at 224 px
 (issue #14, docs/PERFORMANCE.md "Data loading memory").
 
-    .venv/bin/python benchmarks/memory.py                      # 50,000 images, 224 px, batch 64, 2 workers
+    .venv/bin/python benchmarks/memory.py                      # 50,000 images, 224 px, batch 16, 2 workers
     .venv/bin/python benchmarks/memory.py --images 2000 --size 56 --workers 0   # a quick look
 
 What it does: writes a synthetic CIFAR-10 in its own on-disk format (``cifar-10-batches-py/``,
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=50_000, help="training images (default 50,000)")
     p.add_argument("--size", type=int, default=224, help="side the images are resized to (default 224)")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=16, help="batch size (default 16, the runs' default)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument("--max-batches", type=int, default=None, help="stop the epoch early (smoke runs)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
