@@ -31,6 +31,7 @@ from sve.data.preprocess import (
     collate,
     max_cached_bytes,
     prepare,
+    release_freed_memory,
     resized_bytes,
 )
 from sve.data.sources import (
@@ -64,5 +65,5 @@ __all__ = [
     "TEXT_CORRUPTIONS", "ZOO", "ZOO_OOD_PAIRS", "Dataset", "ImageFiles", "LazyImageDataset",
     "PreparedDataset", "Source", "check_int", "collate", "corrupt", "image_folder", "is_user_csv",
     "list_datasets", "load_dataset", "load_ood", "max_cached_bytes", "multiple_choice_prompt",
-    "new_dataset", "ood_sets", "prepare", "resized_bytes", "text_csv",
+    "new_dataset", "ood_sets", "prepare", "release_freed_memory", "resized_bytes", "text_csv",
 ]
