@@ -68,6 +68,8 @@ def test_plain_dataloader_and_workers_give_the_cached_batches():
         got = list(loader)
         assert [b["labels"].tolist() for b in got] == [b["labels"].tolist() for b in ref]
         assert all(torch.equal(g["pixel_values"], r["pixel_values"]) for g, r in zip(got, ref))
+    assert lazy.loader(8).worker_init_fn is D.release_freed_memory  # workers' buffers go back to the OS
+    D.release_freed_memory(0)
     orders = [[x["labels"].tolist() for x in lazy.loader(5, shuffle=True, seed=s, num_workers=0)]
               for s in (3, 3, 4)]
     assert orders[0] == orders[1] != orders[2] and sorted(sum(orders[0], [])) == sorted(lazy.labels.tolist())
