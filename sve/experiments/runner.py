@@ -458,6 +458,8 @@ class _Runner:
                     continue
                 if data is None:  # loaded only when something is left to train
                     data = _RunData(self.config)
+                    # which weights were used: pretrained or the random twin, and their source
+                    write_json(self.dir / "backbone.json", data.backbone.summary())
                 go_on = self.train_pair(spec, seed, index, data)
             self.write_metrics()
         except Exception as err:
