@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from sve.backbones import convert
-from sve.backbones.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, from_model
+from sve.backbones.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, from_model, is_causal_lm
 from sve.backbones.convert import DINO_PKG, EFF_FILE, EFF_PKG, L3_PKG, L6_PKG, SMOL_FILE, SMOL_PKG
 from sve.errors import ConfigError, MissingAssetError, UnknownNameError
 
@@ -184,14 +184,18 @@ def _load_timm(model_name: str, pretrained: bool = True, seed: int = 0, weights:
 
 def _load_hf(ref: str, pretrained: bool = True, seed: int = 0, tokenizer: Any = None,
              **hf_kw: Any) -> Backbone:
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     try:
+        locate = ("cache_dir", "revision", "token", "local_files_only")
+        config = AutoConfig.from_pretrained(ref, **{k: v for k, v in hf_kw.items() if k in locate})
+        # a decoder LM keeps its LM head (Backbone.head: the multiple-choice head reads it)
+        auto = AutoModelForCausalLM if is_causal_lm(config) else AutoModel
         if pretrained:
-            model = AutoModel.from_pretrained(ref, **hf_kw)
+            model = auto.from_pretrained(ref, **hf_kw)
         else:
             with convert.seeded(seed):
-                model = AutoModel.from_config(AutoConfig.from_pretrained(ref, **hf_kw))
+                model = auto.from_config(config)
     except (OSError, ValueError) as e:
         where = "the local folder has no usable config/weights" if Path(ref).exists() else (
             "it is not a local folder and the Hugging Face Hub cannot be reached (offline)")
