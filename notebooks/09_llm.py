@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 09 · A decoder LLM with 16 members (paper: ARC-Easy with LLaMA-2-7B, M = 16)
+# **Full scale:** `configs/paper/table1-arc-easy-llama2-7b.yaml` (`python -m sve run CONFIG`)
 #
 # **Mirrors** the paper's largest experiment: LLaMA-2-7B on ARC-Easy with M = 16 SVE members —
 # 85.8 % accuracy at ECE 3.8 % (deep ensemble, M = 3: 85.8 / 9.9; LoRA-Ensemble, M = 5: 86.0 / 9.0;
