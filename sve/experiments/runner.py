@@ -472,8 +472,6 @@ class _Runner:
                     continue
                 if data is None:  # loaded only when something is left to train
                     data = _RunData(self.config)
-                    # which weights were used: pretrained or the random twin, and their source
-                    write_json(self.dir / "backbone.json", data.backbone.summary())
                 go_on = self.train_pair(spec, seed, index, data)
             self.write_metrics()
         except Exception as err:
@@ -494,6 +492,8 @@ class _Runner:
         from sve.train import fit, predict
 
         config, folder = self.config, self.pair_dir(spec, seed)
+        if not (self.dir / "backbone.json").is_file():  # which weights: pretrained or the random twin
+            write_json(self.dir / "backbone.json", data.backbone.summary())
         _remove_pair(folder)  # leftovers of an attempt that did not finish
         folder.mkdir(parents=True)
         steps = math.ceil(len(data.prepared["train"]) / config.batch_size) * spec.epochs
