@@ -499,6 +499,10 @@ def test_describe_source_says_what_would_be_downloaded(tmp_path):
     info = B.describe_source("hf:meta-llama/Llama-2-7b-hf", cache_dir=str(tmp_path))
     assert info["download"] == "Hub repo meta-llama/Llama-2-7b-hf"
     assert B.describe_source("timm:resnet18", random=True)["download"] is None
+    assert B.describe_source("hf:bert-base-uncased", cache_dir=str(tmp_path))["download"] == (
+        "Hub repo bert-base-uncased")
+    with pytest.raises(MissingAssetError, match="does not exist"):
+        B.describe_source(f"hf:{tmp_path}/no-such-folder")
     assert B.describe_source("minilm-l3")["kind"] == "zoo"
     with pytest.raises(UnknownNameError, match="timm has no model"):
         B.describe_source("timm:vit_not_a_model")

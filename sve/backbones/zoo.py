@@ -335,6 +335,9 @@ def describe_source(name: str, **options: Any) -> dict[str, Any]:
                                           options.get("cache_dir"))
     elif name.startswith("hf:"):
         ref = name[len("hf:"):]
+        if ref.startswith(("/", ".", "~")) and not Path(ref).expanduser().is_dir():
+            raise MissingAssetError(f"hf:{ref}: the folder {ref!r} does not exist; pass a folder written by "
+                                    "save_pretrained (or `hf download ID --local-dir DIR`), or a Hub id")
         local = Path(ref).is_dir() or _in_hub_cache(ref, ("config.json",), options.get("cache_dir"))
         info.update(kind="hf", weights=ref, local=bool(local))
     else:
@@ -360,7 +363,7 @@ def describe_source(name: str, **options: Any) -> dict[str, Any]:
 
 def _in_hub_cache(repo: str, files: tuple[str, ...], cache_dir: str | None) -> bool:
     """Whether a Hub repo's file is in the local Hugging Face cache (``cache_dir`` or the default)."""
-    if "/" not in repo or "://" in repo:
+    if "://" in repo:
         return False
     from huggingface_hub import try_to_load_from_cache
 
