@@ -20,6 +20,7 @@ from typing import Any
 from sve.errors import ConfigError
 from sve.experiments.store import FORMAT_VERSION, atomic_write, check_format
 from sve.methods import METHODS
+from sve.methods.multiple_choice import TASKS
 
 COMBINE = ("prob", "logit")
 
@@ -28,9 +29,6 @@ SIGMA_DECAY = ("zero", "pretrained")
 
 
 TARGET_WORDS = ("all", "attention", "mlp")
-
-
-TASKS = ("classification", "multiple_choice")
 
 
 METHOD_KEYS = ("name", "label", "members", "lr", "epochs", "sigma_decay", "combine", "options")
