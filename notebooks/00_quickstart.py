@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 00 · Quickstart: four singular-value members on one pretrained ViT
+# **Full scale:** `configs/paper/table1-flowers102-dino-vits16.yaml` (`python -m sve run CONFIG`)
 #
 # **Mirrors** the paper's core recipe (§1 of the method): every linear layer of a pretrained
 # DINOv2 ViT-S/14 is decomposed once, W = U diag(s) Vᵀ; U and V stay frozen and shared, and each of

@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 01 · In-distribution accuracy and calibration (paper Table 1)
+# **Full scale:** `configs/paper/table1-{flowers102-dino-vits16,oxford-pets-dinov2-vits14}.yaml` (sve run)
 #
 # **Mirrors** the paper's Table 1: Acc / ECE / NLL / Brier of a single fine-tuned model, SVF (SVE with
 # M = 1), a deep ensemble, LoRA-Ensemble, BatchEnsemble and SVE (M = 4) on Flowers102 / Oxford Pets

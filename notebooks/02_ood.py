@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 02 · Out-of-distribution detection (paper: CIFAR-100 → CIFAR-10)
+# **Full scale:** `configs/paper/table2-ood-cifar100-cifar10.yaml` (`python -m sve run CONFIG`)
 #
 # **Mirrors** the paper's OOD experiment: models trained on CIFAR-100 score CIFAR-10 test images;
 # AUROC with mutual information as the score (paper: deep ensemble 79.2, LoRA-Ensemble 82.8, SVE

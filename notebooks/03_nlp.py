@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 03 · Text classification: calibration and OOD (paper: SST-2 with BERT-base, M = 8)
+# **Full scale:** `configs/paper/table1-sst2-bert-base.yaml` (`python -m sve run CONFIG`)
 #
 # **Mirrors** the paper's NLP row: BERT-base on SST-2 with M = 8 (deep ensemble 93.2 % / ECE 4.7,
 # LoRA-Ensemble 92.7 / 3.8, SVE 92.0 / 2.8 — SVE loses a little accuracy but calibrates best).

@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 04 · Does SVE need a meaningful basis? Random versus pretrained backbone (paper Fig. 2)
+# **Full scale:** `configs/paper/fig2-backbone-quality-cifar100-{random,dino,dinov2}.yaml` (sve run)
 #
 # **Mirrors** the paper's falsifiability check (Fig. 2, CIFAR-100 with a ViT-S initialised randomly,
 # from DINOv1 or from DINOv2): SVE only re-weights directions the pretrained weights already have, so

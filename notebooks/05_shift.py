@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 05 · Distribution shift: accuracy, calibration, uncertainty versus severity (paper: CIFAR-100-C)
+# **Full scale:** `configs/paper/shift-cifar100-corruptions.yaml` (`python -m sve run CONFIG`)
 #
 # **Mirrors** the paper's CIFAR-100-C evaluation: as corruption severity rises, predictive uncertainty
 # and ensemble disagreement should rise and calibration should stay competitive (the paper gives no

@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 06 · Ablations: ensemble size, initial spread, targeted layers, σ decay, averaging rule
+# **Full scale:** `configs/paper/ablations-flowers102-dino-vits16.yaml` (`python -m sve run CONFIG`)
 #
 # **Mirrors** the paper's ablations (known only from text: "Appendix B–D" in the papernotes summary):
 # calibration improves as M grows over {4, 8, 16}; results are robust to σ_init over 0.001–0.1;

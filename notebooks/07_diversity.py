@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 07 · Where does SVE's diversity come from? σ spectra across members and training
+# **Full scale:** `configs/paper/ablations-flowers102-dino-vits16.yaml` (`python -m sve run CONFIG`)
 #
 # **Mirrors** the paper's argument for why SVE works (§1.3 of the reference): members start 1 %
 # apart (multiplicative jitter of the pretrained singular values) and mini-batch noise during joint

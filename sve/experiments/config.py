@@ -20,6 +20,7 @@ from typing import Any
 from sve.errors import ConfigError
 from sve.experiments.store import FORMAT_VERSION, atomic_write, check_format
 from sve.methods import METHODS
+from sve.methods.multiple_choice import TASKS
 
 COMBINE = ("prob", "logit")
 
@@ -66,6 +67,12 @@ class ExperimentConfig:
     (``sve.train.fit``). ``adapter_max_mb``: adapters bigger than this are not saved (e.g. full
     deep-ensemble copies); ``None`` always saves. Fields are validated on construction and again
     by :func:`run`; numeric strings such as ``"1e-3"`` (YAML 1.1 reads them as text) are accepted.
+    ``task``: ``"classification"`` (a linear head per member on the pooled feature) or
+    ``"multiple_choice"`` (decoder LMs: every split becomes lettered prompts and the heads are the
+    LM head's answer-token rows, ``sve.methods.multiple_choice``; a classification text set is posed
+    as a topic question, its texts cut to ``max_words`` words). Whether the backbone was pretrained
+    or its random twin (``backbone_options: {random: true}``) is recorded in the run folder's
+    ``backbone.json``.
     """
 
     name: str = "quick-demo"
@@ -98,6 +105,8 @@ class ExperimentConfig:
     data_seed: int = 0
     combine: str = "prob"
     adapter_max_mb: float | None = 200.0
+    task: str = "classification"
+    max_words: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -136,6 +145,9 @@ class ExperimentConfig:
         self.adapter_max_mb = _float("adapter_max_mb", self.adapter_max_mb, optional=True)
         check_choice("sigma_decay", self.sigma_decay, SIGMA_DECAY)
         check_choice("combine", self.combine, COMBINE)
+        check_choice("task", self.task, TASKS)
+        _need("max_words", self.max_words, self.max_words is None or (_is_int(self.max_words)
+              and self.max_words >= 1), "null or an integer >= 1")
         _check_targets("targets", self.targets)
         _need("seeds", self.seeds, isinstance(self.seeds, list) and self.seeds
               and all(_is_int(s) for s in self.seeds) and len(set(self.seeds)) == len(self.seeds),

@@ -229,8 +229,14 @@ def method_options(spec: MethodSpec, seed: int, config: ExperimentConfig) -> dic
 
 def build_method(spec: MethodSpec, backbone: Any, num_classes: int, seed: int,
                  config: ExperimentConfig) -> Any:
-    """The one place a method is built: ``sve.methods.build`` with :func:`method_options`."""
-    return build(spec.name, backbone, spec.members, num_classes, **method_options(spec, seed, config))
+    """The one place a method is built: ``sve.methods.build`` with :func:`method_options` (for
+    ``task: multiple_choice`` the heads are the answer-token rows of the LM head)."""
+    options = method_options(spec, seed, config)
+    if config.task == "multiple_choice":
+        from sve.methods import answer_token_ids
+
+        options.setdefault("answer_tokens", answer_token_ids(backbone.tokenizer, num_classes))
+    return build(spec.name, backbone, spec.members, num_classes, **options)
 
 
 def _default_lr(spec: MethodSpec) -> float | None:
@@ -355,6 +361,14 @@ class _RunData:
 
         self.backbone = _load_backbone(config)
         raw = {name: load_split(config, name) for name in ["train", *split_names(config)]}
+        if config.task == "multiple_choice":  # lettered prompts; OOD texts get the ID choices
+            from sve.methods import as_multiple_choice
+            from sve.methods.multiple_choice import left_truncating
+
+            left_truncating(self.backbone)
+            choices = raw["train"].classes
+            raw = {name: as_multiple_choice(ds, choices=choices, max_words=config.max_words)
+                   for name, ds in raw.items()}
         self.num_classes = raw["train"].num_classes
         self.labels = {name: ds.labels for name, ds in raw.items()}
         self.prepared = {name: data.prepare(ds, self.backbone, image_size=config.image_size,
@@ -490,6 +504,8 @@ class _Runner:
         from sve.train import fit, predict
 
         config, folder = self.config, self.pair_dir(spec, seed)
+        if not (self.dir / "backbone.json").is_file():  # which weights: pretrained or the random twin
+            write_json(self.dir / "backbone.json", data.backbone.summary())
         _remove_pair(folder)  # leftovers of an attempt that did not finish
         folder.mkdir(parents=True)
         steps = math.ceil(len(data.prepared["train"]) / config.batch_size) * spec.epochs

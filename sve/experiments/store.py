@@ -2,7 +2,7 @@
 
 Layout of ``runs/<id>/``::
 
-    config.yaml  env.json  metrics.csv  status.json
+    config.yaml  env.json  backbone.json  metrics.csv  status.json
     <label>/seed<k>/  logits.npz  metrics.json  history.json  spectra.npz  adapter.safetensors
                       cost.json  done.json
 

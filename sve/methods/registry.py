@@ -69,6 +69,8 @@ from sve.methods.deep_ensemble import DeepEnsemble
 from sve.methods.head_ensemble import HeadEnsemble
 from sve.methods.lora_ensemble import LoRALayer
 from sve.methods.mc_dropout import MCDropout
+from sve.methods.multiple_choice import OPTIONS as MC_OPTIONS
+from sve.methods.multiple_choice import attach_answer_head, check_options
 from sve.methods.sve import wrap
 
 
@@ -116,6 +118,8 @@ METHODS: dict[str, MethodInfo] = {
     "head_ensemble": MethodInfo("M independently initialised heads on the frozen trunk", 1e-3,
                                 {"seed": None}),
 }
+for _info in METHODS.values():  # every method can read a decoder LM's answer-token logits
+    _info.options.update(MC_OPTIONS)
 
 
 _CHOICES = {"lora_ensemble": ("gaussian", "xavier"), "batch_ensemble": ("normal", "sign", "ones")}
@@ -177,10 +181,22 @@ def build(name: str, backbone: Any, num_members: int, num_classes: int, **option
     ``backbone``: a ``sve.backbones.Backbone`` or a raw timm / transformers model; it is never
     modified (trunks are copied). ``options``: the method's options (``METHODS[name].options``, with
     their defaults); anything else is refused by name. Unknown ``name`` → ``UnknownNameError``.
+    ``answer_tokens`` (every method): heads = the LM-head rows of these tokens, frozen unless
+    ``answer_head_trainable`` (multiple choice with a decoder LM, ``sve.methods.multiple_choice``).
     """
     info = _method(name)
     _check_sizes(num_members, num_classes)
     opts = _options(name, options)
+    mc = {k: opts.pop(k) for k in MC_OPTIONS}
+    check_options(mc["answer_tokens"], mc["answer_head_trainable"])
+    model = _build(name, info, backbone, num_members, num_classes, opts)
+    if mc["answer_tokens"] is not None:
+        attach_answer_head(model, model.backbone, mc["answer_tokens"], mc["answer_head_trainable"])
+    return model
+
+
+def _build(name: str, info: MethodInfo, backbone: Any, num_members: int, num_classes: int,
+           opts: dict[str, Any]) -> EnsembleModel:
     M = info.members or num_members
     if name in ("sve", "svf"):
         model = wrap(backbone, M, num_classes, **opts)
