@@ -6,10 +6,9 @@
 
 The GPU machine has torch, timm, transformers, accelerate, pandas, safetensors, but not the asset
 packages: the backbone and the data come from a bundle (``python -m sve bundle``, carried with
-the working tree). ``sve.backbones.load_backbone`` and ``sve.data.load_dataset`` are routed
-through ``sve.bundle.backbone_from_env`` / ``dataset_from_env`` here until they call them
-themselves. bf16 autocast: ``ACCELERATE_MIXED_PRECISION=bf16`` (``sve.train.fit``'s Accelerator
-reads it; the config format has no mixed-precision field).
+the working tree): with ``SVE_BUNDLE`` set, ``sve.backbones.load_backbone`` and
+``sve.data.load_dataset`` read it (``sve.bundle``). bf16 autocast: the config's
+``mixed_precision`` (``PRECISION`` below overrides it).
 
 Environment (all optional):
     SVE_BUNDLE    the bundle folder (default data/cache/bundles/table1)
@@ -61,25 +60,6 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
-def route_through_bundle() -> None:
-    """Until ``sve.backbones.load_backbone`` / ``sve.data.load_dataset`` call the bundle hooks
-    themselves, wrap them here (``sve.experiments`` looks both up on their modules at call time)."""
-    from sve import backbones, bundle, data
-
-    load_backbone, load_dataset = backbones.load_backbone, data.load_dataset
-    if getattr(load_backbone, "routed_through_bundle", False):
-        return
-
-    def routed_backbone(name: str, **kw: Any) -> Any:
-        bb = bundle.backbone_from_env(name, **kw)
-        return bb if bb is not None else load_backbone(name, **kw)
-
-    def routed_dataset(name: Any, split: str = "train", **kw: Any) -> Any:
-        ds = bundle.dataset_from_env(name, split, **kw)
-        return ds if ds is not None else load_dataset(name, split, **kw)
-
-    routed_backbone.routed_through_bundle = True  # type: ignore[attr-defined]
-    backbones.load_backbone, data.load_dataset = routed_backbone, routed_dataset
 
 
 class Deadline:
@@ -236,7 +216,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["SVE_BUNDLE"] = _env("SVE_BUNDLE", str(ROOT / "data" / "cache" / "bundles" / "table1"))
     precision = _env("PRECISION", "bf16")
-    os.environ["ACCELERATE_MIXED_PRECISION"] = precision
+    os.environ["ACCELERATE_MIXED_PRECISION"] = precision  # also for fits outside the run (the estimate)
     out = Path(_env("OUT", str(ROOT / "artifacts" / "gpu-table1")))
     runs_root = Path(_env("SVE_GPU_RUNS", "/tmp/sve-gpu-runs" if not dry else str(out / "runs")))
 
@@ -245,12 +225,12 @@ def main() -> int:
     from sve import bundle, experiments
 
     manifest = bundle.read_manifest(bundle.bundle_dir())  # checks every file's sha256 first
-    overrides = (DRY_SET if dry else []) + [s for s in _env("SET", "").split(";") if s.strip()]
+    overrides = (DRY_SET if dry else []) + [f"mixed_precision={precision}"] + [
+        s for s in _env("SET", "").split(";") if s.strip()]
     config = experiments.as_config(CONFIG).with_overrides(overrides)
     if _env("ESTIMATE", "0") == "1":
         print(json.dumps(estimate(config), indent=1))
         return 0
-    route_through_bundle()
     cuda = torch.cuda.is_available()
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True

@@ -57,7 +57,8 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 #: load options a zoo backbone is stored with: DINOv2 at its source size keeps its own 37x37 table
 STORE_OPTIONS: dict[str, dict[str, Any]] = {"dinov2-small": {"image_size": 518}}
 #: load options that only choose among source weights, not an architecture (left out of timm kwargs)
-_NOT_ARCH = ("pretrained", "random", "seed", "image_size", "img_size", "num_classes", "form")
+_NOT_ARCH = ("pretrained", "random", "seed", "image_size", "img_size", "num_classes", "form", "weights",
+             "cache_dir")
 
 
 def _rewrite_hint(folder: Path) -> str:

@@ -283,10 +283,16 @@ def load_backbone(name: str, **kw: Any) -> Backbone:
     take their own options (``form``/``image_size`` for ``dinov2-small``, ``max_length`` for text);
     ``timm:`` takes ``weights=`` (a local checkpoint file) and ``cache_dir=`` (a Hub cache folder)
     and passes the rest to ``timm.create_model``; ``hf:`` passes the rest (e.g. ``cache_dir``) to
-    ``AutoModel.from_pretrained``.
+    ``AutoModel.from_pretrained``. With ``$SVE_BUNDLE`` set to a bundle holding ``name``
+    (``sve.bundle``), its pretrained weights come from there.
     """
     if not isinstance(name, str):
         raise ConfigError(f"backbone name must be a string, got {type(name).__name__}")
+    from sve import bundle
+
+    bundled = bundle.backbone_from_env(name, **kw)  # $SVE_BUNDLE: a portable bundle holds this backbone
+    if bundled is not None:
+        return bundled
     if "random" in kw:
         random = kw.pop("random")
         if "pretrained" in kw and kw["pretrained"] == bool(random):

@@ -182,7 +182,13 @@ def load_dataset(name: str | os.PathLike, split: str = "train", seed: int = 0, l
         where Fashion-MNIST lives (its folder, or a folder where its .deb was unpacked).
     source_kw: ``download=True`` for a source (needs a network), a CIFAR-C folder's ``corruption`` and
         ``severity``, or the options of ``image_folder`` / ``text_csv`` when ``name`` is a path.
+    With ``$SVE_BUNDLE`` set to a bundle holding ``name`` (``sve.bundle``), the split comes from there.
     """
+    from sve import bundle
+
+    bundled = bundle.dataset_from_env(name, split, seed, limit, holdout, root, val_frac, test_frac, **source_kw)
+    if bundled is not None:  # $SVE_BUNDLE: a portable bundle holds this dataset
+        return bundled
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     seed = check_int("seed", seed, 0)

@@ -23,6 +23,8 @@ from sve.methods import METHODS
 from sve.methods.multiple_choice import TASKS
 
 COMBINE = ("prob", "logit")
+#: training precision (``sve.train.fit(mixed_precision=...)``; null: the launcher's, else fp32)
+MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 SIGMA_DECAY = ("zero", "pretrained")
@@ -107,6 +109,7 @@ class ExperimentConfig:
     adapter_max_mb: float | None = 200.0
     task: str = "classification"
     max_words: int | None = None
+    mixed_precision: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,6 +149,8 @@ class ExperimentConfig:
         check_choice("sigma_decay", self.sigma_decay, SIGMA_DECAY)
         check_choice("combine", self.combine, COMBINE)
         check_choice("task", self.task, TASKS)
+        if self.mixed_precision is not None:
+            check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _need("max_words", self.max_words, self.max_words is None or (_is_int(self.max_words)
               and self.max_words >= 1), "null or an integer >= 1")
         _check_targets("targets", self.targets)

@@ -524,7 +524,8 @@ class _Runner:
                          lr=_default_lr(spec), weight_decay=config.weight_decay,
                          warmup_epochs=min(config.warmup_epochs, spec.epochs), grad_clip=config.grad_clip,
                          batch_size=config.batch_size, seed=seed, callbacks=[recorder],
-                         sigma_decay=spec.sigma_decay, combine=spec.combine, progress=False)
+                         sigma_decay=spec.sigma_decay, combine=spec.combine, progress=False,
+                         mixed_precision=config.mixed_precision)
             train_time = time.perf_counter() - start
         if not recorder.finished(spec.epochs):  # a callback stopped training before the end
             _remove_pair(folder)
