@@ -174,6 +174,20 @@ def run(config: experiments.ExperimentConfig, out: Outputs, reuse: bool = True) 
     return experiments.load_run(folder)
 
 
+def tiny_llama(folder: Path) -> Path:
+    """QUICK-mode scaffolding for notebook 09: a folder holding a tiny random Llama's config (6 layers,
+    width 32) and the MiniLM tokenizer (same vocabulary size), loaded as ``hf:<folder>`` with
+    ``random: true``: the code path of a decoder LM without its weights."""
+    from transformers import LlamaConfig
+
+    from sve import backbones
+
+    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=2,
+                num_key_value_heads=1, vocab_size=30522, pad_token_id=0).save_pretrained(folder)
+    backbones.load_backbone("minilm-l3").tokenizer.save_pretrained(folder)
+    return folder
+
+
 # ------------------------------------------------------------------------------------------
 # tables: ``rows``, ``mean_std`` and ``pm`` are sve.experiments.results' (imported above; the notebooks
 # call them as nb.rows, nb.mean_std, nb.pm), so a notebook shows the numbers the app and the CLI show

@@ -35,6 +35,7 @@ from sve.experiments.runner import (
     method_options,
     run,
     split_names,
+    zero_shot,
 )
 from sve.experiments.store import (
     FORMAT_VERSION,
@@ -52,6 +53,6 @@ __all__ = ["COMBINE", "SIGMA_DECAY", "ExperimentConfig", "MethodSpec", "as_confi
            "run_figures", "rows", "mean_std", "pm", "shift_table", "cost_table", "CALIBRATION_COLUMNS",
            "CLAIM_ROWS", "SHIFT_COLUMNS", "COST_COLUMNS", "EVENTS", "SVE_LIKE",
            "build_method", "environment", "evaluate_logits", "history_converged", "load_split",
-           "method_options", "run", "split_names", "FORMAT_VERSION",
+           "method_options", "run", "split_names", "zero_shot", "FORMAT_VERSION",
            "RunFormatError", "RunLock", "atomic_write", "list_runs", "new_run_dir", "read_json",
            "read_status", "write_json", "write_npz"]

@@ -369,10 +369,34 @@ class _RunData:
             choices = raw["train"].classes
             raw = {name: as_multiple_choice(ds, choices=choices, max_words=config.max_words)
                    for name, ds in raw.items()}
+            self.example_prompt = raw["test"].texts[0]
         self.num_classes = raw["train"].num_classes
         self.labels = {name: ds.labels for name, ds in raw.items()}
         self.prepared = {name: data.prepare(ds, self.backbone, image_size=config.image_size,
                                             max_length=config.max_length) for name, ds in raw.items()}
+
+
+def zero_shot(config: ExperimentConfig | dict | str | os.PathLike) -> tuple[Any, str]:
+    """A multiple-choice run's pretrained answers, nothing trained: the frozen trunk with the LM
+    head's answer-token rows as its one head (``head_ensemble``, M = 1), on the run's own prompts
+    and eval sets. Returns the metrics rows (as :func:`evaluate_logits` makes them; method
+    ``zero_shot``, seed 0) and one test prompt, to show what the model reads."""
+    import pandas as pd
+
+    from sve.train import predict
+
+    config = as_config(config)
+    if config.task != "multiple_choice":
+        raise ConfigError(f"zero_shot needs a config with task: multiple_choice (this one has "
+                          f"task: {config.task}); its heads are the LM head's answer letters.")
+    data = _RunData(config)
+    spec = MethodSpec(name="head_ensemble", label="zero_shot", members=1, lr=None, epochs=1)
+    model = build_method(spec, data.backbone, data.num_classes, 0, config)
+    logits = {name: predict(model, prepared, batch_size=config.eval_batch_size).numpy()
+              for name, prepared in data.prepared.items() if name != "train"}
+    rows, _ = evaluate_logits(logits, {name: data.labels[name] for name in logits})
+    table = pd.DataFrame(rows).assign(method="zero_shot", base_method="zero_shot", seed=0)
+    return table, data.example_prompt
 
 
 def _scalars(info: dict) -> dict:
