@@ -21,7 +21,7 @@
 # rotation and pixelation — at severities 1–5, the CIFAR-C recipe applied to the grey-scale images
 # we have. CIFAR-100-C itself cannot be had offline.
 #
-# **Sizes (full mode, `configs/05_shift.yaml`):** 28 px, 384 training / 128 validation / 160 test images
+# **Sizes (full mode, `configs/05_shift.yaml`):** 56 px, 384 training / 128 validation / 160 test images
 # (each corrupted 4 ways × 5 severities), 2 epochs (1 warm-up), batch 16, M = 4, **5 seeds** (the claims
 # are decided on paired differences over them); the authors' recipe: AdamW at each method's default
 # learning rate, weight decay 0.05, grad-norm clip 1.0, linear warm-up then cosine decay stepped per
@@ -35,7 +35,7 @@
 # **Where this differs from the paper, and why**
 # - Corrupted Fashion-MNIST (Gaussian noise, blur, contrast, rotation; `sve.data.corrupt`) instead of
 #   CIFAR-100-C: no CIFAR can be had offline; the CIFAR-C recipe is applied to the grey-scale images.
-# - 28 px, 384 training images, 2 epochs (1 warm-up) instead of 224 px, the whole training set and 10
+# - 56 px, 384 training images, 2 epochs (1 warm-up) instead of 224 px, the whole training set and 10
 #   epochs (5 warm-up): the CPU budget (two shared cores); sizes are raised from convergence
 #   measurements, and every verdict is gated on the convergence rule.
 # - 5 seeds instead of 3: a 95 % interval of a paired difference needs them.

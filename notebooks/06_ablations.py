@@ -22,7 +22,7 @@
 # **Offline analog.** DINOv2 ViT-S/14 on MNIST-5k with Animal-MNIST as OOD set: a cheap, fast set so
 # that twelve SVE variants × three seeds fit the CPU budget.
 #
-# **Sizes (full mode, `configs/06_ablations.yaml`):** 28 px, 384 training / 96 validation / 192 test / 192
+# **Sizes (full mode, `configs/06_ablations.yaml`):** 56 px, 384 training / 96 validation / 192 test / 192
 # OOD images, 3 epochs (1 warm-up), batch 16, **5 seeds** for every variant (they share one run, so the
 # ensemble-size sweep and every other claim are decided on paired differences over the 5 seeds); the
 # authors' recipe: AdamW at SVE's default learning rate, weight decay 0.05, grad-norm clip 1.0, linear
@@ -40,7 +40,7 @@
 # **Where this differs from the paper, and why**
 # - MNIST-5k with Animal-MNIST as OOD set: the paper's ablation data are not known (its appendices
 #   are known only from text), and a cheap set lets eleven SVE variants × five seeds fit the CPU budget.
-# - 28 px, 384 training images, 3 epochs (1 warm-up) instead of 224 px, full data and 10 epochs (5
+# - 56 px, 384 training images, 3 epochs (1 warm-up) instead of 224 px, full data and 10 epochs (5
 #   warm-up): the CPU budget (two shared cores); sizes are raised from convergence measurements, and
 #   every verdict is gated on the convergence rule.
 # - M ∈ {1, 2, 4, 8, 16} extends the paper's {4, 8, 16}; 5 seeds for the paired 95 % intervals.
