@@ -24,9 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 IMAGE_RUN = dict(name="pred", backbone="dinov2-small", image_size=28, dataset="mnist5k", ood=["animal-mnist"],
                  methods=["sve", "single"], members=2, targets="last:2", epochs=1, warmup_epochs=0,
                  batch_size=16, train_limit=48, val_limit=32, test_limit=24, ood_limit=24, seeds=[0])
-TEXT_RUN = dict(name="pred-text", backbone="minilm-l3", dataset="bbc-news", ood=["chatterbot"], methods=["sve"],
-                members=2, targets="last:1", epochs=1, warmup_epochs=0, batch_size=16, max_length=16,
-                train_limit=32, val_limit=16, test_limit=16, ood_limit=16, seeds=[0])
+TEXT_RUN = dict(name="pred-text", backbone="minilm-l3", dataset="bbc-news", ood=["chatterbot"],
+                methods=["sve"], members=2, targets="last:1", epochs=1, warmup_epochs=0, batch_size=16,
+                max_length=16, train_limit=32, val_limit=16, test_limit=16, ood_limit=16, seeds=[0])
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,8 @@ def test_backbone_and_adapters_are_loaded_once(image_run, monkeypatch):
 def test_an_uploaded_image_is_shaped_like_the_runs_data(image_predictor):
     digit, _ = image_predictor.sample("test", 0)
     same = image_predictor.predict(_png(digit), "sve")
-    np.testing.assert_allclose(same.logits, image_predictor.predict_sample("sve", "test", 0).logits, atol=2e-4)
+    stored = image_predictor.predict_sample("sve", "test", 0)
+    np.testing.assert_allclose(same.logits, stored.logits, atol=2e-4)
     assert same.notes == [] and same.label is None
     big_rgb = np.stack([np.kron(digit, np.ones((2, 2), dtype=np.uint8))] * 3 + [np.full((56, 56), 255,
                                                                                        np.uint8)], -1)
