@@ -280,7 +280,7 @@ class Predictor:
         tokenizer = getattr(self.backbone, "tokenizer", None)
         notes = []
         if tokenizer is not None:
-            n = len(tokenizer(text, truncation=False)["input_ids"])
+            n = len(tokenizer(text, truncation=False, verbose=False)["input_ids"])
             if n > limit:
                 notes.append(f"the text has {n} tokens; only the first {limit} (the run's limit) were "
                              "read, as in training")
