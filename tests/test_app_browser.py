@@ -140,7 +140,8 @@ def _predict(page, source: str, shot: str) -> None:
         resized.wait_for(state="detached", timeout=60_000)
     page.get_by_text(re.compile(r"each member's class probabilities")).first.wait_for(timeout=60_000)
     page.get_by_text(re.compile(r"At the threshold that catches 95 %")).first.wait_for(timeout=60_000)
-    page.locator(".js-plotly-plot g.trace.bars g.point path").first.wait_for(timeout=60_000)
+    bars = page.locator(".js-plotly-plot g.trace.bars g.point path").filter(visible=True)
+    bars.first.wait_for(timeout=60_000)        # a class with probability 0 is a hidden zero-height bar
     page.wait_for_timeout(1500)
     _no_errors(page)
     _screenshot(page, shot)
