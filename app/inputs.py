@@ -14,6 +14,7 @@ import hashlib
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from sve.errors import DataError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 UPLOAD_TYPES = ["csv", "zip", *sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)]
 HUB_PREFIXES = ("timm:", "hf:")
+#: an uploaded ZIP may expand to at most this many bytes in all, and hold at most this many files
+MAX_ZIP_BYTES = 1 << 30
+MAX_ZIP_FILES = 100_000
 
 
 def safe_name(name: str, default: str = "file") -> str:
@@ -90,7 +94,9 @@ def save_upload(files: Sequence[tuple[str, bytes]], role: str, root: Path) -> Pa
 
     - one ``.csv`` → ``<hash>/data.csv`` (must be UTF-8 text; its columns are checked by
       ``sve.data.text_csv``);
-    - one ``.zip`` → extracted to ``<hash>/images`` (one sub-folder per class inside);
+    - one ``.zip`` → extracted to ``<hash>/images`` (one sub-folder per class inside), unless it would
+      expand past ``MAX_ZIP_BYTES`` or hold more than ``MAX_ZIP_FILES`` files (``check_zip``: refused
+      before anything is written);
     - image files → ``<hash>/images/<role>/`` (a single class, the shape OOD sets have).
     Raises DataError naming the file that is not what its name says.
     """
@@ -133,6 +139,25 @@ def _save_csv(file: tuple[str, bytes], folder: Path, ood: bool = False) -> Path:
     return path
 
 
+def check_zip(name: str, archive: zipfile.ZipFile) -> None:
+    """Refuse, before anything is written, a ZIP whose members would expand past
+    ``MAX_ZIP_BYTES`` in all or that holds more than ``MAX_ZIP_FILES`` files (a decompression bomb).
+
+    The sizes are the ones the archive declares; ``zipfile`` never returns more than a member's
+    declared size (a member that holds more fails its CRC check), so the declared total is a bound.
+    """
+    files = [info for info in archive.infolist() if not info.is_dir()]
+    total = sum(info.file_size for info in files)
+    if len(files) > MAX_ZIP_FILES:
+        raise DataError(f"Upload {name!r} holds {len(files):,} files, more than the {MAX_ZIP_FILES:,} "
+                        "accepted; upload fewer images (or give the folder's path instead).")
+    if total > MAX_ZIP_BYTES:
+        raise DataError(f"Upload {name!r} would expand to {total / 2**20:,.0f} MiB, more than the "
+                        f"{MAX_ZIP_BYTES / 2**20:,.0f} MiB accepted (a ZIP that small expanding that much "
+                        "is refused as a decompression bomb); nothing was written. Upload a smaller "
+                        "archive, or give the folder's path instead.")
+
+
 def _save_zip(file: tuple[str, bytes], folder: Path) -> Path:
     name, content = file
     try:
@@ -141,13 +166,18 @@ def _save_zip(file: tuple[str, bytes], folder: Path) -> Path:
         raise DataError(f"Upload {name!r} is not a ZIP archive.") from None
     target = folder / "images"
     with archive:
-        for info in archive.infolist():
-            parts = [safe_name(p) for p in Path(info.filename).parts if p not in ("", ".", "..")]
-            if info.is_dir() or not parts or parts[0] == "__MACOSX":
-                continue
-            out = target.joinpath(*parts)          # sanitised parts: no zip-slip outside target
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(archive.read(info))
+        check_zip(name, archive)
+        try:
+            for info in archive.infolist():
+                parts = [safe_name(p) for p in Path(info.filename).parts if p not in ("", ".", "..")]
+                if info.is_dir() or not parts or parts[0] == "__MACOSX":
+                    continue
+                out = target.joinpath(*parts)          # sanitised parts: no zip-slip outside target
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(archive.read(info))
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
+            raise DataError(f"Upload {name!r} is a damaged or unsupported ZIP ({err}); re-create it "
+                            "with a standard zip tool (no encryption).") from None
     return target
 
 

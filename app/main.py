@@ -1,8 +1,11 @@
 """SVE dashboard: ``streamlit run app/main.py`` (or ``make app``).
 
-Train a few ensemble members in the background, then look at reliability, σ-spectrum diversity, OOD
-uncertainty, members and cost, and export every figure. The page holds no ML: it calls ``sve.experiments``
-(training, run folders), ``sve.metrics`` and ``sve.plots``.
+Train a few methods in the background (the Quick demo: SVE and the single model on the same data);
+the page opens on their comparison (reliability diagrams, the ECE / NLL / accuracy table, the OOD
+ROC), with the detailed tabs (reliability, σ-spectrum diversity, OOD uncertainty, members, cost) and
+a Predict tab (one input through every member) beside it; every figure can be exported. The page holds
+no ML: it calls ``sve.experiments`` (training, run folders, the predictor), ``sve.metrics`` and
+``sve.plots``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import plotly.graph_objects  # noqa: E402, F401
 import streamlit as st  # noqa: E402
 from PIL import Image  # noqa: E402, F401
 
-from app import sidebar, tabs, training  # noqa: E402
+from app import compare, predict, sidebar, tabs, training  # noqa: E402
 from app.runpicker import pick_runs  # noqa: E402
 
 
@@ -39,7 +42,26 @@ def main() -> None:
     st.divider()
     runs = pick_runs()
     if runs:
-        tabs.render(runs)
+        views(runs)
+
+
+VIEWS = ("Comparison", "Details", "Predict")
+
+
+def views(runs: list) -> None:
+    """The comparison of the run's methods (opened first), the detailed tabs, and Predict; only the
+    open one is computed."""
+    for view, container in zip(VIEWS, st.tabs(list(VIEWS), key="view", on_change="rerun")):
+        if container.open is False:
+            continue
+        with container:
+            if view == "Details":
+                tabs.render(runs)
+                continue
+            cols = st.columns(len(runs)) if len(runs) > 1 else [st.container()]
+            for col, run, slot in zip(cols, runs, "ab"):
+                with col:
+                    (compare.render if view == "Comparison" else predict.render)(run, slot)
 
 
 main()

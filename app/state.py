@@ -34,6 +34,14 @@ def _num(info: dict, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _member_count(info: dict) -> int:
+    """How many ``val_acc_m<i>`` keys (each member's validation accuracy) an epoch event holds."""
+    count = 0
+    while f"val_acc_m{count}" in info:
+        count += 1
+    return count
+
+
 def _int(value, default: int | None) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
@@ -53,7 +61,8 @@ class Snapshot:
     epochs: int | None
     elapsed: float           # seconds
     fraction: float          # 0..1 of the whole run
-    curve: list[dict]        # {"event", "x": step in its method, "method", "loss", "acc"} points
+    curve: list[dict]        # {"event", "x": step in its method, "method", "loss", "acc"} points; epoch
+                             # points add "epoch" (1-based) and "members": each member's val accuracy
     run_path: Path | None
     error: str | None
     remaining: float | None  # seconds left at the current method's step rate (None: not known yet)
@@ -102,7 +111,8 @@ class Job:
         Keys used (the ``sve.experiments`` contract): every event has ``run_dir``; ``method_start`` and
         later have ``method``, ``index`` (0-based pair), ``total`` (pairs), ``epochs``, ``steps``
         (of this method); ``step`` adds ``step`` (1..steps), ``epoch`` (0-based) and ``loss``;
-        ``epoch`` adds ``epoch`` (0-based), ``train_loss`` and ``val_acc``.
+        ``epoch`` adds ``epoch`` (0-based), ``train_loss``, ``val_acc`` and, for ensembles,
+        ``val_acc_m<i>`` (member i's own validation accuracy).
         """
         info = info or {}
         with self._lock:
@@ -131,8 +141,10 @@ class Job:
                 self.anchor = (time.monotonic(), self._fraction())
         elif event == "epoch":
             self.epoch = _int(info.get("epoch"), -1) + 1 or self.epoch     # 1-based, completed
-            self.curve.append({"event": "epoch", "x": self.step, "method": self.method,
-                               "loss": _num(info, "train_loss"), "acc": _num(info, "val_acc")})
+            members = [_num(info, f"val_acc_m{m}") for m in range(_member_count(info))]
+            self.curve.append({"event": "epoch", "x": self.step, "epoch": self.epoch, "method": self.method,
+                               "loss": _num(info, "train_loss"), "acc": _num(info, "val_acc"),
+                               "members": members})
 
     def work(self, run_fn) -> None:
         """Thread body: run, then record how it ended (never raises)."""

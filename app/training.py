@@ -1,8 +1,9 @@
 """The Train / Stop controls and the live progress panel.
 
 The page polls the job's snapshot with ``st.fragment(run_every=...)`` while it trains, so only the
-panel re-renders each second; when the job ends, one full rerun refreshes the run picker and
-selects the new run.
+panel re-renders each second; when a method finishes (and when the job ends) one full rerun refreshes
+the run picker and selects the run, so a finished method's results open while the others still train.
+The curve shows each method's validation accuracy per epoch and, for ensembles, each member's.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def start(fields: dict) -> str | None:
         return str(exc)
     st.session_state["job_id"] = job.id
     st.session_state.pop("job_seen_end", None)
+    st.session_state["job_units_seen"] = 0
     return None
 
 
@@ -52,22 +54,39 @@ def current() -> Snapshot | None:
 
 
 def _curve_figure(snap: Snapshot) -> go.Figure:
-    """Loss per step (left axis) and accuracy per epoch (right axis), one colour per method."""
-    fig = go.Figure()
-    for method in dict.fromkeys(p["method"] for p in snap.curve):
+    """Left: training loss per step. Right: validation accuracy per epoch, one colour per method (thick:
+    the method's combined prediction; thin dotted: each member of an ensemble on its own)."""
+    from plotly.subplots import make_subplots
+
+    from sve.plots import PALETTE
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("training loss per step",
+                                        "validation accuracy per epoch (dotted: each member)"))
+    for i, method in enumerate(dict.fromkeys(p["method"] for p in snap.curve)):
+        color = PALETTE[i % len(PALETTE)]
         points = [p for p in snap.curve if p["method"] == method]
         steps = [p for p in points if p["event"] == "step" and p["loss"] is not None]
-        epochs = [p for p in points if p["acc"] is not None]
+        epochs = [p for p in points if p["event"] == "epoch" and p["acc"] is not None]
         if steps:
-            fig.add_scatter(x=[p["x"] for p in steps], y=[p["loss"] for p in steps], mode="lines+markers",
-                            name=f"{method} loss")
+            fig.add_scatter(x=[p["x"] for p in steps], y=[p["loss"] for p in steps], mode="lines",
+                            name=method, legendgroup=method, line=dict(color=color), row=1, col=1)
         if epochs:
-            fig.add_scatter(x=[p["x"] for p in epochs], y=[p["acc"] for p in epochs], yaxis="y2",
-                            mode="lines+markers", name=f"{method} val accuracy")
-    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Training curve",
-                      xaxis_title="step", yaxis_title="loss",
-                      yaxis2=dict(title="accuracy", overlaying="y", side="right", range=[0, 1], dtick=0.25),
-                      legend=dict(orientation="h", y=-0.3))
+            x = [p.get("epoch", k + 1) for k, p in enumerate(epochs)]
+            fig.add_scatter(x=x, y=[p["acc"] for p in epochs], mode="lines+markers", name=method,
+                            legendgroup=method, showlegend=not steps, line=dict(color=color, width=3),
+                            row=1, col=2)
+            for m in range(max(len(p.get("members") or []) for p in epochs)):
+                fig.add_scatter(x=x, y=[(p.get("members") or [None] * (m + 1))[m] for p in epochs],
+                                mode="lines+markers", name=f"{method} member {m}", legendgroup=method,
+                                showlegend=False, line=dict(color=color, width=1, dash="dot"),
+                                marker=dict(size=4), opacity=0.7, row=1, col=2)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=1, col=2)
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10), title="Training curve",
+                      legend=dict(orientation="h", y=-0.25))
     return fig
 
 
@@ -104,6 +123,11 @@ def _panel() -> None:
             st.plotly_chart(_curve_figure(snap), key="live_curve")
         except Exception as exc:  # noqa: BLE001 - the curve is a nicety; polling must go on
             st.caption(f"(live curve unavailable: {describe(exc)})")
+    seen = st.session_state.get("job_units_seen", 0)
+    if snap.status == RUNNING and snap.run_path and snap.units_done > seen:
+        st.session_state["job_units_seen"] = snap.units_done   # a method finished: its tabs can open now
+        st.session_state["pick_a"] = str(snap.run_path)
+        st.rerun(scope="app")
     if snap.status != RUNNING and not st.session_state.get("job_seen_end"):
         st.session_state["job_seen_end"] = True
         if snap.run_path:

@@ -82,7 +82,8 @@ class StopTraining(Exception):
 
 @dataclass
 class FitResult:
-    """``history``: one dict per epoch (epoch, lr, train_loss, val_loss, val_acc, val_nll, seconds);
+    """``history``: one dict per epoch (epoch, lr, train_loss, val_loss, val_acc, val_nll, seconds; with
+    M > 1 members also ``val_acc_m<i>``, member i's own validation accuracy);
     ``best_epoch`` and its ``best`` row; ``temperature`` fitted on validation; ``steps`` done;
     ``warmup_epochs``: the warm-up used (at most half the epochs, see the module docstring);
     ``stopped``: why training ended early (None if it ran all epochs); ``skipped_steps``: optimizer
@@ -267,9 +268,13 @@ def _val_metrics(logits: Tensor, labels: Tensor, combine: str) -> dict[str, floa
     from sve.metrics import ensemble_log_probs
 
     logp, y = ensemble_log_probs(logits, combine), labels.numpy()  # numpy (N, C)
-    return {"val_loss": _member_loss(logits, labels).item(),
-            "val_acc": float((logp.argmax(-1) == y).mean()),
-            "val_nll": float(-logp[range(len(y)), y].mean())}
+    row = {"val_loss": _member_loss(logits, labels).item(),
+           "val_acc": float((logp.argmax(-1) == y).mean()),
+           "val_nll": float(-logp[range(len(y)), y].mean())}
+    if logits.shape[1] > 1:  # each member's own accuracy, for per-member curves
+        hits = (logits.argmax(-1) == labels[:, None]).float().mean(0)
+        row.update({f"val_acc_m{m}": float(a) for m, a in enumerate(hits)})
+    return row
 
 
 def _call(callbacks: Iterable[Callback], event: str, info: dict) -> bool:

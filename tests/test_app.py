@@ -78,7 +78,7 @@ def test_default_page_is_the_quick_demo(app):
     assert app.selectbox(key="w_backbone").value == "dinov2-small"
     assert app.selectbox(key="w_dataset").value == "mnist5k"
     assert "animal-mnist" in app.multiselect(key="w_ood").value
-    assert app.multiselect(key="w_methods").value == ["sve"]
+    assert {"sve", "single"} <= set(app.multiselect(key="w_methods").value)   # SVE and what it improves on
     assert ss["w_members"] >= 1 and ss["w_epochs"] >= 1
     assert not _errors(app) and not _train_disabled(app)
     assert any("No runs yet" in i.value for i in app.info)
@@ -374,7 +374,7 @@ def trained(tmp_path_factory):
         assert at.session_state["job_id"]
         snap = _wait_for_job(at)
         assert snap.status == state.FINISHED, snap.error
-        assert snap.curve and snap.units_done == 1
+        assert snap.curve and snap.units_done == 2
         at.run()
         yield at, root, snap
     finally:
@@ -385,6 +385,7 @@ def test_train_button_runs_sve_runs_in_the_background(trained):
     at, root, snap = trained
     assert [p.name for p in root.iterdir()] == [snap.run_path.name]
     assert (snap.run_path / "sve" / "seed0" / "done.json").is_file()
+    assert (snap.run_path / "single" / "seed0" / "done.json").is_file()
     assert any("Training finished" in s.value for s in at.success)
     assert at.selectbox(key="pick_a").value == str(snap.run_path)       # the new run is selected
     assert not at.button(key="train").disabled
@@ -399,6 +400,7 @@ def _chart_specs(at: AppTest) -> list[dict]:
 
 def test_every_tab_draws_for_the_trained_run(trained):
     at, _, _ = trained
+    at.session_state["view"] = "Details"
     seen = {}
     for tab in TAB_NAMES:
         at.session_state["tab"] = tab
@@ -488,3 +490,227 @@ def test_stop_ends_cleanly(trained, monkeypatch):
     assert stopped and stopped[0]["state"] == "stopped"
     at.run()
     assert any("stopped" in w.value for w in at.warning) and not at.button(key="train").disabled
+
+
+# ----------------------------------------------------------------------------- comparison, live curve
+
+
+def test_page_opens_on_the_comparison_of_both_methods(trained):
+    import pandas as pd
+
+    from sve import experiments
+
+    at, _, snap = trained
+    at.session_state["view"] = "Comparison"
+    at.run()
+    assert not at.exception and not _errors(at), _errors(at)
+    specs = {s["layout"]["title"]["text"]: s for s in _chart_specs(at)}
+    reliability = specs["Reliability on test"]
+    panels = [a["text"] for a in reliability["layout"]["annotations"]]
+    assert any(t.startswith("sve · ECE") for t in panels)
+    assert any(t.startswith("single · ECE") for t in panels)
+    roc = next(s for t, s in specs.items() if t.startswith("OOD detection: test vs animal-mnist"))
+    names = [t["name"] for t in roc["data"]]
+    assert len(names) == 3 and names[0].startswith("sve · ") and names[1].startswith("single · ")
+    assert not any(n.startswith("single · mutual") for n in names)     # not defined for one member
+    table = at.dataframe[0].value
+    assert isinstance(table, pd.DataFrame) and list(table.index) == ["sve", "single"]
+    assert {"accuracy", "ece", "nll", "epochs", "converged"} <= set(table.columns)
+    run = experiments.load_run(snap.run_path)
+    rows = run.metrics.query("split == 'test' and member == 'ensemble' and calibration == 'none'")
+    assert table.loc["sve", "ece"] == pytest.approx(rows.set_index("method").loc["sve", "ece"])
+    assert any("Best score per method" in c.value for c in at.caption)
+
+
+def test_live_curve_draws_each_members_validation_accuracy(trained):
+    from app import training
+
+    _, _, snap = trained
+    epochs = [p for p in snap.curve if p["event"] == "epoch"]
+    sve = next(p for p in epochs if p["method"] == "sve")
+    single = next(p for p in epochs if p["method"] == "single")
+    assert len(sve["members"]) == 2 and all(0 <= a <= 1 for a in sve["members"]) and single["members"] == []
+    fig = training._curve_figure(snap)
+    members = [t for t in fig.data if t.name and " member " in t.name]
+    assert [t.name for t in members] == ["sve member 0", "sve member 1"]
+    assert list(members[1].y) == [p["members"][1] for p in epochs if p["method"] == "sve"]
+    assert list(members[0].x) == [1] and all(t.line.dash == "dot" for t in members)
+
+
+def test_a_finished_method_opens_while_the_run_still_trains(tmp_path, monkeypatch):
+    """When a method ends, the panel reruns the page with the run selected (its tabs can open)."""
+    from app import training
+
+    gate, done = threading.Event(), threading.Event()
+
+    def fake_run(config, out_dir=None, callbacks=()):
+        (cb,) = callbacks
+        cb("method_start", {"run_dir": tmp_path, "method": "sve", "index": 0, "total": 2, "steps": 1})
+        cb("method_end", {"run_dir": tmp_path, "index": 0, "total": 2})
+        done.set()
+        gate.wait(30)              # the second method "trains" until the test is done
+        return tmp_path
+
+    monkeypatch.setattr(training, "registry", lambda: reg)
+    reg = state.JobRegistry()
+    job = reg.start("cfg", out_dir=None, units_total=2, run_fn=fake_run)
+    try:
+        assert done.wait(10)
+
+        def page():
+            from app import training
+
+            training._panel()
+
+        at = AppTest.from_function(page)
+        at.session_state["job_id"] = job.id
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.session_state["pick_a"] == str(tmp_path) and at.session_state["job_units_seen"] == 1
+    finally:
+        gate.set()
+        job.thread.join(10)
+
+
+# ----------------------------------------------------------------------------- Predict tab
+
+
+def _predict_page(at: AppTest) -> AppTest:
+    at.session_state["view"] = "Predict"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _upload(at: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
+    at.radio(key="pred-src-a").set_value("Upload an image").run()
+    at.file_uploader(key="pred-upload-a").set_value([(name, data, mime)]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_predict_tab_shows_members_scores_and_histograms(trained):
+    at, _, _ = trained
+    _predict_page(at)
+    assert not _errors(at), _errors(at)
+    specs = {s["layout"]["title"]["text"]: s for s in _chart_specs(at)}
+    bars = specs["sve: each member's class probabilities (orange: the true class)"]
+    assert [t["type"] for t in bars["data"]] == ["bar"] * 3                    # 2 members + the ensemble
+    assert {m.label for m in at.metric} == {"Predictive entropy (nats)", "Mutual information (nats)",
+                                            "Member disagreement"}
+    hist = specs["Where this input's mutual information falls"]
+    assert [t["name"] for t in hist["data"]] == ["test (ID)", "animal-mnist (OOD)"]
+    lines = [sh for sh in hist["layout"]["shapes"] if sh["type"] == "line"]
+    assert len(lines) == 2 and any(sh["line"]["dash"] == "dash" for sh in lines)   # threshold + input
+    assert any("threshold that catches 95 % of animal-mnist" in m.value for m in at.markdown)
+    for kind in ("most_uncertain", "most_confident", "misclassified"):
+        at.radio(key="pred-kind-a").set_value(kind).run()
+        assert not at.exception and not _errors(at), (kind, _errors(at))
+    at.radio(key="pred-src-a").set_value("OOD sample").run()
+    assert "misclassified" not in at.radio(key="pred-kind-a").options     # OOD samples have no label
+    at.radio(key="pred-kind-a").set_value("most_uncertain").run()
+    assert not _errors(at) and any("predicts" in m.value for m in at.markdown)
+    at.selectbox(key="pred-method-a").set_value("single").run()
+    assert "mutual_info" not in at.selectbox(key="pred-score-a").options and not _errors(at)
+
+
+def test_predict_an_uploaded_image_and_refuse_bad_ones(trained):
+    at, _, _ = trained
+    _predict_page(at)
+    _upload(at, "digit.png", _png(200, size=56))
+    assert not _errors(at), _errors(at)
+    assert any("resized from 56×56 to 28×28" in i.value for i in at.info)
+    assert any("predicts" in m.value for m in at.markdown)
+    _upload(at, "notes.png", b"name,label\nnot an image,1\n")
+    assert any("not an image" in e for e in _errors(at)), _errors(at)
+    cmyk = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).convert("CMYK").save(cmyk, format="JPEG")
+    _upload(at, "print.jpg", cmyk.getvalue(), "image/jpeg")
+    assert any("4 channels (mode CMYK)" in e and "grayscale" in e for e in _errors(at)), _errors(at)
+    rgba = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28, 4), np.uint8)).save(rgba, format="PNG")
+    _upload(at, "rgba.png", rgba.getvalue())
+    assert not _errors(at) and any("alpha channel was dropped" in i.value for i in at.info)
+
+
+def _copy_run(snap, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(snap.run_path, tmp_path / "runs" / snap.run_path.name,
+                                ignore=shutil.ignore_patterns(".lock")))
+
+
+def test_predict_with_missing_adapters_or_backbone_says_so(trained, tmp_path, monkeypatch):
+    from sve.errors import MissingAssetError
+    from sve.experiments import predictor
+
+    _, _, snap = trained
+    run = _copy_run(snap, tmp_path)
+    monkeypatch.setenv("SVE_RUNS", str(run.parent))
+    (run / "sve" / "seed0" / "adapter.safetensors").unlink()
+    at = _predict_page(_app())
+    errors = _errors(at)
+    assert any("sve/seed0" in e and "no saved adapter" in e and "train it again" in e for e in errors), errors
+    at.selectbox(key="pred-method-a").set_value("single").run()
+    assert not _errors(at), _errors(at)                                   # the other method still predicts
+
+    def missing(config):
+        raise MissingAssetError("the Python package 'x' is not installed; install it with: pip install x")
+
+    monkeypatch.setattr(predictor, "run_backbone", missing)
+    other = _copy_run(snap, tmp_path / "b")                    # a fresh path: not in the predictor cache
+    monkeypatch.setenv("SVE_RUNS", str(other.parent))
+    at = _predict_page(_app())
+    assert any("is not installed; install it with: pip install x" in e for e in _errors(at)), _errors(at)
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    from sve import experiments
+
+    config = dict(name="text", backbone="minilm-l3", dataset="bbc-news", ood=["chatterbot"], methods=["sve"],
+                  members=2, targets="last:1", epochs=1, warmup_epochs=0, max_length=16, train_limit=32,
+                  val_limit=16, test_limit=16, ood_limit=16, seeds=[0])
+    return experiments.run(config, tmp_path_factory.mktemp("textruns"))
+
+
+def test_predict_typed_text_empty_and_too_long(text_run, monkeypatch):
+    monkeypatch.setenv("SVE_RUNS", str(text_run.parent))
+    at = _predict_page(_app())
+    assert "Upload an image" not in at.radio(key="pred-src-a").options
+    at.radio(key="pred-src-a").set_value("Type a text").run()
+    assert not any("predicts" in m.value for m in at.markdown)           # nothing before Predict
+    at.button(key="pred-go-a").click().run()
+    assert any("the text is empty" in e for e in _errors(at)), _errors(at)
+    at.text_area(key="pred-text-a").set_value(" ".join(["shares"] * 40)).run()
+    assert not _errors(at), _errors(at)
+    assert any("only the first 16" in i.value for i in at.info)
+    assert any("predicts" in m.value for m in at.markdown)
+
+
+# ----------------------------------------------------------------------------- ZIP bomb
+
+
+def test_zip_that_would_expand_past_the_limit_is_refused_before_writing(app, tmp_path, monkeypatch):
+    from sve.paths import cache_dir
+
+    monkeypatch.setattr(inputs, "MAX_ZIP_BYTES", 1 << 20)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/0.png", _png())
+        zf.writestr("a/zeros.png", bytes(2 << 20))             # 2 MiB of zeros: a few KB compressed
+    assert len(buf.getvalue()) < 20_000
+    with pytest.raises(inputs.DataError, match="would expand to 2 MiB, more than the 1 MiB"):
+        inputs.save_upload([("bomb.zip", buf.getvalue())], "id", tmp_path / "up")
+    assert not (tmp_path / "up").exists()                       # nothing written
+    uploads = cache_dir("uploads")
+    before = set(uploads.iterdir()) if uploads.exists() else set()
+    app.radio(key="w_data_src").set_value("Upload").run()
+    bomb = [("bomb.zip", buf.getvalue(), "application/zip")]
+    app.file_uploader(key="w_dataset_upload").set_value(bomb).run()
+    assert any("'bomb.zip' would expand to 2 MiB" in e and "nothing was written" in e for e in _errors(app))
+    assert _train_disabled(app) and not app.exception
+    assert (set(uploads.iterdir()) if uploads.exists() else set()) == before
+    monkeypatch.setattr(inputs, "MAX_ZIP_FILES", 1)
+    with pytest.raises(inputs.DataError, match="holds 2 files, more than the 1"):
+        inputs.save_upload([("many.zip", buf.getvalue())], "id", tmp_path / "up")

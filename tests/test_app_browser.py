@@ -2,8 +2,11 @@
 
 Starts the app on a free loopback port with ``SVE_RUNS`` in a temporary folder and the tiny preset
 (``SVE_APP_TINY=1``; with ``SVE_BROWSER_QUICK=1`` the real Quick demo, as for the README shot),
-presses Train, waits until the reliability diagram's bars are drawn, opens every tab, downloads one
-SVG through the page, and saves full-page screenshots to ``artifacts/``. Uses Debian's
+presses Train, waits until the comparison the page opens on is drawn (reliability bars of SVE and the
+single model side by side, their table and OOD ROC), opens every tab of the details, downloads one
+SVG through the page, then predicts an uploaded image and an OOD sample on the Predict tab, and saves
+full-page screenshots to ``artifacts/`` (the README's are copied from a ``SVE_BROWSER_QUICK=1`` run to
+``docs/screenshots/``). Uses Debian's
 ``/usr/bin/chromium`` (no ``playwright install``); skipped only where it is absent.
 """
 
@@ -109,8 +112,39 @@ def _screenshot(page, name: str) -> None:
 def _no_errors(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
         '[data-testid="stException"]').first.inner_text()
-    bad = page.get_by_text("Cannot draw this tab")
+    bad = page.get_by_text(re.compile("Cannot draw this tab|Cannot draw the comparison|Cannot predict"))
     assert bad.count() == 0, bad.first.inner_text()
+
+
+def _digit_png(path: Path) -> Path:
+    """A hand-drawn-looking 7 (white strokes on black, 56 px), as a user might upload."""
+    from PIL import Image, ImageDraw
+
+    pic = Image.new("L", (56, 56), 0)
+    draw = ImageDraw.Draw(pic)
+    draw.line([(14, 12), (42, 12), (26, 46)], fill=255, width=6)
+    pic.save(path)
+    return path
+
+
+def _predict(page, source: str, shot: str) -> None:
+    """Choose an input source on the Predict tab, wait for the member bars, take a screenshot."""
+    page.get_by_text(source, exact=True).click()
+    resized = page.get_by_text(re.compile(r"resized from 56×56 to \d+×\d+"))
+    if source.startswith("Upload"):
+        page.get_by_text("Upload an image to see").wait_for(timeout=60_000)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+            str(_digit_png(ARTIFACTS / "digit-7.png")))
+        resized.wait_for(timeout=60_000)          # the upload's own note: not a stale sample
+    else:
+        resized.wait_for(state="detached", timeout=60_000)
+    page.get_by_text(re.compile(r"each member's class probabilities")).first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"At the threshold that catches 95 %")).first.wait_for(timeout=60_000)
+    bars = page.locator(".js-plotly-plot g.trace.bars g.point path").filter(visible=True)
+    bars.first.wait_for(timeout=60_000)        # a class with probability 0 is a hidden zero-height bar
+    page.wait_for_timeout(1500)
+    _no_errors(page)
+    _screenshot(page, shot)
 
 
 def test_quick_demo_trains_and_draws_every_tab(server):
@@ -132,16 +166,21 @@ def test_quick_demo_trains_and_draws_every_tab(server):
             stepping.first.wait_for(timeout=TRAIN_TIMEOUT_MS)
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)   # the live curve
             _screenshot(page, "dashboard_training.png")
-            # the run ends, the picker selects it and the Reliability tab draws its bars
+            # the run ends, the picker selects it and the comparison draws both methods' bars
             # (visible=True: an empty bin is a zero-height path, which Playwright calls hidden)
+            finished.wait_for(timeout=TRAIN_TIMEOUT_MS)
+            page.get_by_text("Best score per method").wait_for(timeout=60_000)
             bars = page.locator(".js-plotly-plot g.trace.bars g.point path").filter(visible=True)
-            bars.first.wait_for(timeout=TRAIN_TIMEOUT_MS)
+            bars.first.wait_for(timeout=60_000)
+            page.get_by_text(re.compile(r"single · ECE")).first.wait_for(timeout=60_000)
             page.wait_for_timeout(1500)
             _no_errors(page)
             assert page.get_by_text("Training finished").count() == 1
+            assert page.get_by_text(re.compile(r"sve · ECE")).count() >= 1
             assert len([d for d in runs.iterdir() if (d / "config.yaml").is_file()]) == 1
             _screenshot(page, "dashboard.png")
 
+            page.get_by_role("tab", name="Details").click()
             for tab, marker in TAB_MARKERS.items():
                 page.get_by_role("tab", name=tab).click()
                 page.get_by_text(marker).first.wait_for(timeout=60_000)
@@ -157,6 +196,10 @@ def test_quick_demo_trains_and_draws_every_tab(server):
             assert target.suffix == ".svg" and "/" not in download.value.suggested_filename
             head = target.read_text(errors="replace")[:400]
             assert "<svg" in head, head
+
+            page.get_by_role("tab", name="Predict").click()
+            _predict(page, "Upload an image", "dashboard_predict_upload.png")
+            _predict(page, "OOD sample", "dashboard_predict_ood.png")
         except Exception:
             with contextlib.suppress(Exception):           # what the page showed, for CI logs
                 page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)

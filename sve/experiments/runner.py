@@ -194,9 +194,9 @@ def load_split(config: ExperimentConfig, split: str) -> Any:
                       + ", ".join(split_names(config)))
 
 
-def _load_backbone(config: ExperimentConfig) -> Any:
-    """``sve.backbones.load_backbone`` with ``image_size`` / ``max_length`` passed to zoo
-    entries that take them (a timm ViT's position table depends on the input size)."""
+def run_backbone(config: ExperimentConfig) -> Any:
+    """The backbone of a run: ``sve.backbones.load_backbone`` with ``image_size`` / ``max_length``
+    passed to zoo entries that take them (a timm ViT's position table depends on the input size)."""
     import inspect
 
     from sve import backbones
@@ -359,7 +359,7 @@ class _RunData:
     def __init__(self, config: ExperimentConfig) -> None:
         from sve import data
 
-        self.backbone = _load_backbone(config)
+        self.backbone = run_backbone(config)
         raw = {name: load_split(config, name) for name in ["train", *split_names(config)]}
         if config.task == "multiple_choice":  # lettered prompts; OOD texts get the ID choices
             from sve.methods import as_multiple_choice
