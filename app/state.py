@@ -35,9 +35,9 @@ def _num(info: dict, key: str) -> float | None:
 
 
 def _member_count(info: dict) -> int:
-    """How many ``val_acc_m<i>`` keys (each member's validation accuracy) an epoch event holds."""
+    """How many ``member<i>_val_acc`` keys (each member's validation accuracy) an epoch event holds."""
     count = 0
-    while f"val_acc_m{count}" in info:
+    while f"member{count}_val_acc" in info:
         count += 1
     return count
 
@@ -112,7 +112,7 @@ class Job:
         later have ``method``, ``index`` (0-based pair), ``total`` (pairs), ``epochs``, ``steps``
         (of this method); ``step`` adds ``step`` (1..steps), ``epoch`` (0-based) and ``loss``;
         ``epoch`` adds ``epoch`` (0-based), ``train_loss``, ``val_acc`` and, for ensembles,
-        ``val_acc_m<i>`` (member i's own validation accuracy).
+        ``member<i>_val_acc`` (member i's own validation accuracy).
         """
         info = info or {}
         with self._lock:
@@ -141,7 +141,7 @@ class Job:
                 self.anchor = (time.monotonic(), self._fraction())
         elif event == "epoch":
             self.epoch = _int(info.get("epoch"), -1) + 1 or self.epoch     # 1-based, completed
-            members = [_num(info, f"val_acc_m{m}") for m in range(_member_count(info))]
+            members = [_num(info, f"member{m}_val_acc") for m in range(_member_count(info))]
             self.curve.append({"event": "epoch", "x": self.step, "epoch": self.epoch, "method": self.method,
                                "loss": _num(info, "train_loss"), "acc": _num(info, "val_acc"),
                                "members": members})

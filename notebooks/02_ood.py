@@ -139,10 +139,8 @@ for split in ood_splits:
                  text=f"SVE's OOD AUROC (MI) is near the deep ensemble's ({name})")
     where = {"split": split, "member": "ensemble", "calibration": "none"}
     verdicts.append(nb.decide(run, [near], where=where))
-    derived = nb.mi_against_best_single(nb.rows(run, split=split))
-    beats = Claim("sve (MI)", "single (best score)", "auroc", "higher", threshold=AUROC_GAIN,
-                  text=f"SVE detects OOD better than the single model ({name})")
-    verdicts.append(nb.decide(run, [beats], table=derived))
+    verdicts.append(nb.ood_beats_single(run, split, AUROC_GAIN,
+                                        f"SVE detects OOD better than the single model ({name})"))
 nb.verdicts_table(*verdicts)[["verdict", "evidence"]]
 
 # %% [markdown]

@@ -131,10 +131,9 @@ ts_claims = [Claim("sve", "single", "ece", "lower",
 verdicts = [nb.decide(run, raw_claims),
             nb.decide(run, ts_claims, where={"split": "test", "member": "ensemble", "calibration": "ts"})]
 for split in ood_splits:
-    derived = nb.mi_against_best_single(nb.rows(run, split=split))
-    flags = Claim("sve (MI)", "single (best score)", "auroc", "higher", threshold=AUROC_GAIN,
-                  text=f"SVE flags OOD text better than the single model ({split.split(':', 1)[1]})")
-    verdicts.append(nb.decide(run, [flags], table=derived))
+    name = split.split(":", 1)[1]
+    verdicts.append(nb.ood_beats_single(run, split, AUROC_GAIN,
+                                        f"SVE flags OOD text better than the single model ({name})"))
 nb.verdicts_table(*verdicts)[["verdict", "evidence"]]
 
 # %% [markdown]

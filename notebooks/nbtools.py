@@ -367,6 +367,14 @@ def _evidence(row: pd.Series) -> str:
             f"{row['a']} − {row['b']} = {d:+{f}}{unit}, {interval}")
 
 
+def ood_beats_single(run: experiments.Run, split: str, threshold: float, text: str) -> pd.DataFrame:
+    """The claim "SVE (mutual information) detects ``split`` better than the single model" decided
+    over seeds (:func:`decide` on :func:`mi_against_best_single`: the single model's best score per
+    seed, so the comparison favours it), AUROC gain ≥ ``threshold``."""
+    claim = stats.Claim("sve (MI)", "single (best score)", "auroc", "higher", threshold=threshold, text=text)
+    return decide(run, [claim], table=mi_against_best_single(rows(run, split=split)))
+
+
 def verdicts_table(*parts: pd.DataFrame | Sequence[Claim]) -> pd.DataFrame:
     """One table of verdicts (claim, rule, evidence, verdict, and for claims decided over seeds the
     numbers: a, b, a_mean, b_mean, diff, low, high, n) from :func:`decide` tables and lists of

@@ -83,7 +83,7 @@ class StopTraining(Exception):
 @dataclass
 class FitResult:
     """``history``: one dict per epoch (epoch, lr, train_loss, val_loss, val_acc, val_nll, seconds; with
-    M > 1 members also ``val_acc_m<i>``, member i's own validation accuracy);
+    M > 1 members also ``member<i>_val_acc``, member i's own validation accuracy);
     ``best_epoch`` and its ``best`` row; ``temperature`` fitted on validation; ``steps`` done;
     ``warmup_epochs``: the warm-up used (at most half the epochs, see the module docstring);
     ``stopped``: why training ended early (None if it ran all epochs); ``skipped_steps``: optimizer
@@ -273,7 +273,7 @@ def _val_metrics(logits: Tensor, labels: Tensor, combine: str) -> dict[str, floa
            "val_nll": float(-logp[range(len(y)), y].mean())}
     if logits.shape[1] > 1:  # each member's own accuracy, for per-member curves
         hits = (logits.argmax(-1) == labels[:, None]).float().mean(0)
-        row.update({f"val_acc_m{m}": float(a) for m, a in enumerate(hits)})
+        row.update({f"member{m}_val_acc": float(a) for m, a in enumerate(hits)})
     return row
 
 

@@ -16,22 +16,17 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
+import browser
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "main.py"
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: how long training may take before the charts must appear (2 shared CPU cores can be slow)
 TRAIN_TIMEOUT_MS = 1000 * int(os.environ.get("SVE_BROWSER_TRAIN_TIMEOUT", "480"))
 #: tab name -> text that only that tab shows once it has drawn
@@ -39,22 +34,14 @@ TAB_MARKERS = {"Reliability": "Temperature scaling", "Spectrum": "Per-layer dive
                "OOD": "FPR at 95% TPR", "Members": "Mean pairwise disagreement",
                "Cost": "peak RSS while training"}
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install -y chromium"),
-]
+pytestmark = browser.MARKS
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``streamlit run app/main.py`` on 127.0.0.1:<free port>; the process group is ended after."""
-    port = _free_port()
+    port = browser.free_port()
     runs = tmp_path_factory.mktemp("runs")
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "streamlit-browser-test.log", "w")  # noqa: SIM115 - closed below
@@ -68,14 +55,8 @@ def server(tmp_path_factory):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start; see {ARTIFACTS / 'streamlit-browser-test.log'}")
-            time.sleep(0.3)
+        health = lambda: urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok"
+        browser.wait_for_server(proc, health, f"streamlit (see {ARTIFACTS / 'streamlit-browser-test.log'})")
         yield url, runs
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -152,9 +133,7 @@ def test_quick_demo_trains_and_draws_every_tab(server):
 
     url, runs = server
     with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="sve-chromium-"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+        ctx = browser.launch(p, 1400, 1100, accept_downloads=True)
         try:
             page = ctx.new_page()
             page.goto(url)

@@ -19,15 +19,14 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import browser
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,22 +35,11 @@ ARTIFACTS = ROOT / "artifacts"
 #: copied by hand to docs/screenshots/ (a test does not write into the source tree)
 SCREENSHOT = ARTIFACTS / "lab_notebook.png"
 LOG = ARTIFACTS / "lab-browser-test.log"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: JupyterLab's first page load compiles nothing but is large; 2 shared cores can be slow
 PAGE_TIMEOUT_MS = 45_000
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install -y chromium"),
-]
+pytestmark = browser.MARKS
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _marked_processes(marker: str) -> list[int]:
@@ -75,7 +63,7 @@ def _api(url: str, token: str, path: str, method: str = "GET") -> bytes:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """``make lab-server`` on 127.0.0.1:<free port> with a random token; yields (url, token)."""
-    port, token, marker = _free_port(), secrets.token_hex(16), secrets.token_hex(8)
+    port, token, marker = browser.free_port(), secrets.token_hex(16), secrets.token_hex(8)
     home = tmp_path_factory.mktemp("jupyter")
     env = {**os.environ, "SVE_LAB_TEST": marker, "HF_HUB_OFFLINE": "1",
            "JUPYTERLAB_SETTINGS_DIR": str(home / "user-settings"),
@@ -90,14 +78,8 @@ def lab(tmp_path_factory):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError):
-                if json.loads(_api(url, token, "/api/status")).get("started"):
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`make lab-server` did not start (exit code {proc.poll()}); see {LOG}")
-            time.sleep(0.3)
+        browser.wait_for_server(proc, lambda: json.loads(_api(url, token, "/api/status")).get("started"),
+                                f"`make lab-server` (see {LOG})")
         yield url, token
     finally:
         with contextlib.suppress(OSError, urllib.error.URLError):   # stops the kernels too
@@ -131,9 +113,7 @@ def test_lab_opens_notebooks_and_shows_figures(lab):
 
     url, token = lab
     with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="sve-chromium-"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 900})
+        ctx = browser.launch(p, 1400, 900)
         page = ctx.new_page()
         try:
             page.goto(f"{url}/?token={token}")          # as the link `make lab` prints; opens notebooks/

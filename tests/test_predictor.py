@@ -195,5 +195,6 @@ def test_history_has_each_members_validation_accuracy(image_predictor):
     epochs = run.history("sve")["epoch"]
     z, y = run.logits("sve", 0, "val")                 # one epoch: the stored val logits are that epoch's
     for m in range(2):
-        assert epochs[f"val_acc_m{m}"].iloc[-1] == pytest.approx(np.mean(z[:, m].argmax(-1) == y))
-    assert not any(c.startswith("val_acc_m") for c in run.history("single")["epoch"].columns)
+        assert epochs[f"member{m}_val_acc"].iloc[-1] == pytest.approx(np.mean(z[:, m].argmax(-1) == y))
+    single = run.history("single")["epoch"].columns
+    assert not any(c.startswith("member") and c.endswith("_val_acc") for c in single)
