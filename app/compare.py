@@ -44,9 +44,7 @@ def convergence(run: Any, method: str, seed: int) -> tuple[int, str]:
 
 def table(run: Any, seed: int) -> Any:
     """One row per finished method: test metrics of the combined prediction, members, epochs, converged."""
-    rows = run.metrics
-    rows = rows[(rows["seed"] == seed) & (rows["split"] == "test") & (rows["member"] == "ensemble")
-                & (rows["calibration"] == "none")].set_index("method")
+    rows = run.rows(seed=seed).set_index("method")
     columns = ("members", "accuracy", "ece", "nll", "brier", "train_time_s")
     out = rows[[c for c in columns if c in rows]].copy()
     info = [convergence(run, m, seed) for m in out.index]
@@ -55,36 +53,18 @@ def table(run: Any, seed: int) -> Any:
     return out
 
 
-def best_scores(run: Any, method: str, seed: int, split: str) -> tuple[str, Any, Any, float]:
-    """The score with the highest AUROC for ``method`` on OOD set ``split``: (name, ID, OOD, AUROC)."""
-    from sve import metrics
-
-    z_id, z_ood = run.logits(method, seed, "test")[0], run.logits(method, seed, split)[0]
-    best = None
-    for score in OOD_SCORES:
-        if z_id.shape[1] == 1 and score in metrics.ENSEMBLE_ONLY_SCORES:
-            continue
-        id_s = metrics.uncertainty(z_id, score, run.config.combine)
-        ood_s = metrics.uncertainty(z_ood, score, run.config.combine)
-        auroc = metrics.auroc(id_s, ood_s)
-        if best is None or auroc > best[3]:
-            best = (score, id_s, ood_s, auroc)
-    return best
-
-
 def render(run: Any, slot: str = "a") -> None:
     """Draw the comparison of ``run``'s finished methods into the current container."""
     from sve import plots
+    from sve.experiments import results
 
     seed = _seed(run)
     methods = [m for m, s in run.done if s == seed]
-    combine = run.config.combine
     st.markdown(f"#### {' vs '.join(methods)} on {run.config.dataset} ({run.config.backbone}), seed {seed}")
     if len(methods) < len(run.config.method_specs()):
         st.caption("Methods still training appear here as soon as they finish.")
     try:
-        logits = {m: run.logits(m, seed, "test") for m in methods}
-        export.show(plots.reliability_diagram(logits, combine=combine, title="Reliability on test"),
+        export.show(results.reliability_figure(run, seed, methods=methods, title="Reliability on test"),
                     f"{run.path.name}_comparison_reliability", f"cmp-rel-{slot}")
         summary = table(run, seed)
         st.dataframe(summary, key=f"cmp-table-{slot}", width="stretch",
@@ -100,7 +80,7 @@ def render(run: Any, slot: str = "a") -> None:
         for split in (s for s in run.splits if s.startswith("ood:")):
             pairs, chosen = {}, []
             for m in methods:
-                score, id_s, ood_s, auroc = best_scores(run, m, seed, split)
+                score, id_s, ood_s, auroc = results.best_ood_score(run, m, split, seed, OOD_SCORES)
                 pairs[f"{m} · {SCORE_LABELS.get(score, score)}"] = (id_s, ood_s)
                 chosen.append(f"{m}: {SCORE_LABELS.get(score, score)} (AUROC {auroc:.3f})")
             export.show(plots.roc_curves(pairs, title=f"OOD detection: test vs {split[4:]}, each method's "

@@ -86,7 +86,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 QUICK_SETTINGS: dict[str, dict[str, Any]] = {
     "quick-vit": {"backbone": "timm:vit_tiny_patch16_224", "image_size": 32, "batch": 2,
                   "options": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 3,
-                              "num_heads": 2, "num_classes": 0}},
+                              "num_heads": 2, "num_classes": 0, "random": True}},
     "quick-text": {"backbone": "tiny-bert", "tokens": 16, "batch": 2},  # random BertModel, width 32
 }
 QUICK_MEMORY_SETTING = "quick-vit"  # --quick measures memory here only, for QUICK_MEMORY

@@ -439,6 +439,7 @@ def test_run_picker_after_restart_and_compare(trained, monkeypatch):
     options = at.selectbox(key="pick_a").options
     assert len(options) == 2 and not any("Training" in s.value for s in at.success)
     other = str(twin) if at.selectbox(key="pick_a").value != str(twin) else str(snap.run_path)
+    at.session_state["view"] = "Details"                   # the tabs with each run's downloads
     at.selectbox(key="pick_b").set_value(other).run()
     assert not at.exception and not _errors(at)
     titles = [spec["layout"]["title"]["text"] for spec in _chart_specs(at)]

@@ -221,7 +221,11 @@ def test_one_run_shows_one_set_of_numbers_everywhere(mixed_run, monkeypatch):
 
     monkeypatch.setenv("SVE_RUNS", str(root))
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120)
-    at.run()
+    at.run()                                                    # opens on the Comparison view
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    diagram = next(s for s in specs if s["layout"]["title"]["text"].startswith("Reliability on test"))
+    assert _ece_panels(diagram) == pytest.approx([ece["none"][m] for m in methods], abs=1e-9)
+    at.session_state["view"] = "Details"
     at.session_state["tab"] = "Reliability"
     for calibration in ("none", "ts"):
         if calibration == "ts":

@@ -127,8 +127,8 @@ def test_names_are_checked_against_the_registries():
         ExperimentConfig(shifts=["fog"]).check_names()
     with pytest.raises(ConfigError, match=r"'methods\[0\]\.name' = 'svee'.*'sve'"):
         ExperimentConfig(methods=["svee"]).check_names()
-    with pytest.raises(ConfigError, match=r"'ood\[0\]' = 'cifar10'.*'animal-mnist'"):
-        ExperimentConfig(ood=["cifar10"]).check_names()
+    with pytest.raises(ConfigError, match=r"'ood\[0\]' = 'cifar11'.*'animal-mnist'"):
+        ExperimentConfig(ood=["cifar11"]).check_names()
     with pytest.raises(ConfigError, match=r"method 'sve' has no option 'rnak'.*init_std"):
         ExperimentConfig(methods=[{"name": "sve", "options": {"rnak": 4}}]).check_names()
     with pytest.raises(ConfigError, match="sets 'seed': use the run-level 'seeds'"):

@@ -185,8 +185,8 @@ class Predictor:
         return self._models[key]
 
     def combine(self, method: str) -> str:
-        spec = next((s for s in self.config.method_specs() if s.label == method), None)
-        return spec.combine if spec is not None else self.config.combine
+        """``Run.combine``: the method's own ``combine``, else the run's."""
+        return self.run.combine(method)
 
     # -- the run's own samples --------------------------------------------------------------------
     def sample_set(self, split: str) -> Any:

@@ -446,6 +446,26 @@ def ood_scores(run: Run, method: str, split: str, score: str = "entropy", seed: 
     return run.uncertainty(method, score, seed, "test"), run.uncertainty(method, score, seed, split)
 
 
+def best_ood_score(run: Run, method: str, split: str, seed: int | None = None,
+                   scores: Sequence[str] = ("msp", "entropy", "mutual_info", "energy", "disagreement"),
+                   ) -> tuple[str, Any, Any, float]:
+    """The score with the highest AUROC for ``method`` on OOD set ``split`` (its own ``combine``;
+    ensemble-only scores skipped for a single model): ``(score, ID scores, OOD scores, AUROC)``.
+    Chosen on that very set, so it flatters every method alike."""
+    from sve import metrics
+
+    single = run.logits(method, seed)[0].shape[1] == 1
+    best = None
+    for score in scores:
+        if single and score in metrics.ENSEMBLE_ONLY_SCORES:
+            continue
+        id_s, ood_s = ood_scores(run, method, split, score, seed)
+        auroc = metrics.auroc(id_s, ood_s)
+        if best is None or auroc > best[3]:
+            best = (score, id_s, ood_s, auroc)
+    return best
+
+
 def ood_roc_figure(run: Run, split: str, seed: int | None = None, score: str = "entropy",
                    methods: Iterable[str] | None = None, title: str | None = None) -> Any:
     """ROC curves test vs ``split`` of every method (single models are left out for ensemble-only
