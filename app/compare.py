@@ -31,15 +31,19 @@ def _seed(run: Any) -> int:
 
 
 def convergence(run: Any, method: str, seed: int) -> tuple[int, str]:
-    """(epochs trained, "yes" / "no (last epoch −x % NLL)" / "–") by ``sve.stats.converged``."""
+    """(epochs trained, "yes" / "no (last epoch −x % NLL)" / "–"): ``Run.converged``, the same rule
+    as the table's ``converged`` column (member-wise for independently trained members)."""
     from sve import stats
 
     epochs = run.history(method, seed)["epoch"]
     if "val_nll" not in epochs or len(epochs) < 2:
         return len(epochs), "– (needs 2 epochs)"
-    if stats.converged(epochs):
+    if run.converged(method, seed):
         return len(epochs), "yes"
-    return len(epochs), f"no (last epoch: NLL −{100 * stats.last_epoch_gain(epochs):.1f} %)"
+    gain = stats.last_epoch_gain(epochs)
+    if gain < stats.CONVERGENCE_TOL:  # the combined prediction is flat; a member is not
+        return len(epochs), "no (a member's NLL still improving)"
+    return len(epochs), f"no (last epoch: NLL −{100 * gain:.1f} %)"
 
 
 def table(run: Any, seed: int) -> Any:
