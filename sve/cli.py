@@ -180,12 +180,19 @@ def check_config(config: Any, source: str = "config") -> list[str]:
         if fetch:
             downloads.append(f"{role} {name}: {fetch}")
     if config.shifts:
-        lines.append(f"  shifts      {', '.join(config.shifts)} at severities {config.severities}")
+        made = "sve.data.corrupt on the test split" if config.shift_source is None else config.shift_source
+        lines.append(f"  shifts      {', '.join(config.shifts)} at severities {config.severities} ({made})")
+        if config.shift_source is not None:
+            text, fetch = _data_source(config.shift_source)
+            lines.append(f"  shift data  {config.shift_source}: {text}")
+            if fetch:
+                downloads.append(f"shift_source {config.shift_source}: {fetch}")
     for spec in specs:
         lr = spec.lr if spec.lr is not None else _method_lr(spec.name)
         members = _method_members(spec.name, spec.members)
         extra = f", options {spec.options}" if spec.options else ""
-        lines.append(f"  method      {spec.label}: {spec.name}, M = {members}, lr {lr:g}, "
+        heads = f" (heads {config.head_lr:g})" if config.head_lr is not None else ""
+        lines.append(f"  method      {spec.label}: {spec.name}, M = {members}, lr {lr:g}{heads}, "
                      f"epochs {spec.epochs}{extra}")
     nothing = "none (everything is on this machine)"
     lines.append("  downloads   " + ("; ".join(downloads) if downloads else nothing))
@@ -217,7 +224,10 @@ def _data_source(name: str) -> tuple[str, str | None]:
         present = (folder / src.marker).exists()
         if present:
             return f"files found in {folder}", None
-        return (f"files not found (looked in {folder}; set ${src.env} or $SVE_DATA_ROOT, or pass root=)",
+        where = f"looked in {folder}; set ${src.env} or $SVE_DATA_ROOT, or pass root="
+        if src.fetch is None:  # e.g. the published CIFAR-C folders: no downloader, the user brings them
+            return f"files not found ({where}; no download: layout {src.layout})", None
+        return (f"files not found ({where})",
                 f"into {folder} (download=True or $SVE_DATA_DOWNLOAD=1; needs a network)")
     return "offline zoo dataset (ships with a pip / Debian package)", None
 

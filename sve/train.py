@@ -337,19 +337,28 @@ def _use_precision(mixed_precision: str | None) -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
-def _param_groups(model: EnsembleModel, weight_decay: float, sigma_decay: str):
-    """AdamW groups and the (param, anchor) pairs decayed toward their pretrained value."""
+HEAD_PARAMS = ("sve_head_weight", "sve_head_bias")
+
+
+def _param_groups(model: EnsembleModel, weight_decay: float, sigma_decay: str, head_lr_scale: float = 1.0):
+    """AdamW groups (each with its ``lr_scale``: the heads' is ``head_lr_scale``, the others' 1) and
+    the (param, anchor) pairs decayed toward their pretrained value."""
     anchored: list[tuple[Tensor, Tensor]] = []
     if sigma_decay == "pretrained":
         for layer in model.layers().values():
             for name, anchor in layer.decay_anchors().items():
                 anchored.append((getattr(layer, name), anchor))
     ids = {id(p) for p, _ in anchored}
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) not in ids], "weight_decay": weight_decay}]
+    heads = {id(p) for name, p in model.named_parameters() if name in HEAD_PARAMS and p.requires_grad}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": [p for p in params if id(p) not in heads], "weight_decay": weight_decay,
+               "lr_scale": 1.0}]
+    if heads:
+        groups.append({"params": [p for p in params if id(p) in heads], "weight_decay": weight_decay,
+                       "lr_scale": head_lr_scale})
     if anchored:
-        groups.append({"params": [p for p, _ in anchored], "weight_decay": 0.0})
-    return groups, anchored
+        groups.append({"params": [p for p, _ in anchored], "weight_decay": 0.0, "lr_scale": 1.0})
+    return [g for g in groups if g["params"]], anchored
 
 
 def _member_best(core: EnsembleModel, z: Tensor, y: Tensor, combine: str, epoch: int, row: dict,
@@ -388,7 +397,8 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
         grad_clip: float | None = 1.0, batch_size: int = 16, seed: int = 0,
         callbacks: Iterable[Callback] = (), *, sigma_decay: str = "zero", schedule: str = "epoch",
         combine: str = "prob", checkpoint_dir: str | Path | None = None, progress: bool = True,
-        mixed_precision: str | None = None, independent: bool | None = None) -> FitResult:
+        mixed_precision: str | None = None, independent: bool | None = None,
+        head_lr: float | None = None) -> FitResult:
     """Train a wrapped model's members jointly; returns a ``FitResult`` (see the module docstring).
 
     ``train`` / ``val``: Datasets of dict items (``pixel_values`` or ``input_ids``/``attention_mask``,
@@ -404,7 +414,8 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     The model is left on its training device with the best weights, in eval mode, with
     ``model.temperature`` set. ``independent``: train the members as M separate models (module
     docstring); None (default): if the model trains its members independently (the deep ensemble)
-    and ``train`` is a Dataset.
+    and ``train`` is a Dataset. ``head_lr``: the heads' peak learning rate (same schedule and weight
+    decay as the rest); None (default): ``lr``, one lr for everything, as the authors.
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
@@ -418,9 +429,10 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     if schedule not in ("epoch", "step"):
         raise ConfigError(f"schedule={schedule!r}: use 'epoch' (the authors) or 'step'.")
     if not (isinstance(epochs, int) and epochs >= 1 and lr > 0 and weight_decay >= 0 and batch_size >= 1
-            and warmup_epochs >= 0):
-        raise ConfigError("need epochs ≥ 1, lr > 0, weight_decay ≥ 0, warmup_epochs ≥ 0, batch_size ≥ 1; "
-                          f"got {epochs=}, {lr=}, {weight_decay=}, {warmup_epochs=}, {batch_size=}.")
+            and warmup_epochs >= 0 and (head_lr is None or head_lr > 0)):
+        raise ConfigError("need epochs ≥ 1, lr > 0, weight_decay ≥ 0, warmup_epochs ≥ 0, batch_size ≥ 1, "
+                          f"head_lr None or > 0; got {epochs=}, {lr=}, {weight_decay=}, {warmup_epochs=}, "
+                          f"{batch_size=}, {head_lr=}.")
     independent = _independent(core, train, independent)
     M = core.num_members
     set_seed(seed)
@@ -432,7 +444,8 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     train_dls = [_loader(train, batch_size, shuffle=True, seed=seed + m)
                  for m in range(M if independent else 1)]
     val_dl = _loader(val, batch_size, shuffle=False, seed=seed) if val is not None else None
-    groups, anchored = _param_groups(core, weight_decay, sigma_decay)
+    head_scale = 1.0 if head_lr is None else head_lr / lr
+    groups, anchored = _param_groups(core, weight_decay, sigma_decay, head_scale)
     opt = torch.optim.AdamW(groups, lr=lr)
     dmodel, opt, *train_dls = acc.prepare(core, opt, *train_dls)
     val_dl = acc.prepare(val_dl) if val_dl is not None else None
@@ -457,7 +470,7 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
             unit = epoch if schedule == "epoch" else result.steps
             lr_now = lr * lr_factor(unit, n_units, n_warm)
             for g in opt.param_groups:
-                g["lr"] = lr_now
+                g["lr"] = lr_now * g["lr_scale"]
             inputs, labels = _member_batch(core, batch) if independent else _split(core, batch, True)
             with acc.autocast():
                 loss = _member_loss(dmodel(**inputs, **forward_kw).float(), labels)

@@ -382,3 +382,50 @@ def test_save_to_disk_layout(tmp_path):
                                 for s in ("train", "validation")})
     sst.save_to_disk(str(tmp_path / "sst"))
     assert D.load_dataset("sst2", split="test", root=tmp_path / "sst").texts[0].startswith("validation")
+
+
+def test_a_run_reads_its_shift_sets_from_the_published_files(tmp_path, monkeypatch, no_checksums):
+    """``shift_source: cifar100-c``: ``shift:<corruption>:<severity>`` is read from the published
+    files, image i of a severity block being test image i corrupted, so the same test images (same
+    limit, same seed) are picked as for the clean test split; bad settings are named."""
+    from sve.experiments import ExperimentConfig
+    from sve.experiments.runner import load_split
+
+    n = 10
+    base = tmp_path / "c100" / "cifar-100-python"
+    labels = [int(x) for x in (np.arange(n) * 7) % 100]
+    data = np.zeros((n, 3072), np.uint8)
+    data[:, 0] = np.arange(n)  # test image i: red (0, 0) = i
+    _pickle(base / "test", {"data": data, "fine_labels": labels, "coarse_labels": [0] * n})
+    _pickle(base / "train", {"data": data, "fine_labels": labels, "coarse_labels": [0] * n})
+    _pickle(base / "meta", {"fine_label_names": D.CIFAR100_CLASSES})
+    published = tmp_path / "CIFAR-100-C"
+    published.mkdir()
+    x = np.zeros((5 * n, 32, 32, 3), np.uint8)
+    x[..., 0] = (20 * (np.arange(5 * n) // n + 1) + np.arange(5 * n) % n).reshape(-1, 1, 1)  # 20·s + i
+    np.save(published / "contrast.npy", x)
+    np.save(published / "labels.npy", np.tile(labels, 5).astype(np.int64))
+    monkeypatch.setenv("SVE_CIFAR100_ROOT", str(tmp_path / "c100"))
+    monkeypatch.setenv("SVE_CIFAR100_C_ROOT", str(published))
+
+    config = ExperimentConfig(dataset="cifar100", ood=[], shifts=["contrast"], severities=[3],
+                              shift_source="cifar100-c", test_limit=4)
+    clean, shifted = load_split(config, "test"), load_split(config, "shift:contrast:3")
+    picked = np.asarray(clean.images)[:, 0, 0, 0]
+    assert len(shifted) == 4 and shifted.info["corruption"] == ("contrast", 3)
+    assert (np.asarray(shifted.images)[:, 0, 0, 0] - 60 == picked).all()
+    assert (shifted.labels == clean.labels).all()
+
+    with pytest.raises(ConfigError, match="'shifts\\[0\\]' = 'elastic'.*elastic_transform"):
+        ExperimentConfig(dataset="cifar100", ood=[], shifts=["elastic"], shift_source="cifar100-c").check_names()
+    with pytest.raises(ConfigError, match="'shift_source' = 'imagenet-c'.*cifar10-c, cifar100-c"):
+        ExperimentConfig(dataset="cifar100", ood=[], shifts=["contrast"], shift_source="imagenet-c")
+    wrong = ExperimentConfig(dataset="cifar100", ood=[], shifts=["contrast"], severities=[3],
+                             shift_source="cifar10-c", test_limit=4)
+    other = tmp_path / "CIFAR-10-C"
+    other.mkdir()
+    np.save(other / "contrast.npy", x)
+    np.save(other / "labels.npy", np.tile(np.asarray(labels) % 10, 5).astype(np.int64))
+    monkeypatch.setenv("SVE_CIFAR10_C_ROOT", str(other))
+    with pytest.raises(ConfigError, match="classes of cifar10, not those of the run's dataset 'cifar100'"):
+        load_split(wrong, "shift:contrast:3")

@@ -86,6 +86,7 @@ def test_unknown_keys_are_refused_by_name(tmp_path):
     ("seeds", [], "non-empty list of distinct integers"),
     ("seeds", [1, 1], "non-empty list of distinct integers"),
     ("lr", "fast", "null or a number > 0"),
+    ("head_lr", 0, "null or a number > 0"),
     ("init_std", -0.1, "a number >= 0"),
     ("train_limit", 0, "null or an integer >= 1"),
     ("methods", [], "a non-empty list"),
@@ -239,7 +240,8 @@ def test_resume_logic_with_a_stand_in_trainer(tmp_path, monkeypatch):
     first = experiments.run(config, tmp_path, callbacks=[stop_after_first])
     assert fake.trained == [("sve", 0)] and experiments.read_status(first)["state"] == "stopped"
     again = experiments.run(config, tmp_path)
-    assert again == first and fake.trained == [("sve", 0), ("sve", 1), ("b", 0), ("b", 1)]
+    # seed-major: seed 0 of every method, then seed 1 (a run stopped part-way holds whole seeds)
+    assert again == first and fake.trained == [("sve", 0), ("b", 0), ("sve", 1), ("b", 1)]
     assert experiments.read_status(first)["state"] == "complete"
     assert experiments.load_run(first).metrics["method"].tolist() == ["sve", "sve", "b", "b"]
     assert experiments.run(config, tmp_path) != first  # complete: a new run

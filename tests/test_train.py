@@ -259,7 +259,28 @@ def test_sigma_decay_toward_pretrained_values():
     assert dist["pretrained"] < 0.5 * dist["zero"]
     groups, anchored = train._param_groups(_model(), 0.05, "pretrained")
     sigmas = {id(p) for p, _ in anchored}
-    assert sigmas and groups[1]["weight_decay"] == 0 and not sigmas & {id(p) for p in groups[0]["params"]}
+    held = [{id(p) for p in g["params"]} for g in groups]
+    assert sigmas and [g["weight_decay"] for g, h in zip(groups, held) if h == sigmas] == [0.0]
+    assert sum(len(sigmas & h) for h in held) == len(sigmas)  # in exactly one group
+
+
+@pytest.mark.parametrize("head_lr", [None, 1e-2])
+def test_head_lr_sets_the_heads_step_only(head_lr):
+    """AdamW's first step moves every tensor by about its lr (no decay, one step at the peak lr): the
+    heads by ``head_lr`` (``lr`` when None), the singular values by ``lr``."""
+    tr, _ = digits(16, 8)
+    model = _model()
+    before = _state(model)
+    train.fit(model, tr, None, epochs=1, warmup_epochs=0, lr=1e-4, weight_decay=0.0, batch_size=16,
+              progress=False, head_lr=head_lr)
+    after = _state(model)
+    step = {n: float((after[n] - before[n]).abs().max()) for n in before}
+    head = max(v for n, v in step.items() if "sve_head" in n)
+    sigma = max(v for n, v in step.items() if n.endswith("sigma"))
+    assert head == pytest.approx(head_lr or 1e-4, rel=0.05)
+    assert sigma == pytest.approx(1e-4, rel=0.05)
+    with pytest.raises(ConfigError, match="head_lr"):
+        train.fit(_model(), tr, None, epochs=1, head_lr=0.0, progress=False)
 
 
 def test_predict_takes_a_dataset_or_a_loader():

@@ -28,6 +28,9 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 SIGMA_DECAY = ("zero", "pretrained")
+#: where ``shift:<corruption>:<severity>`` sets come from when not ``sve.data.corrupt``: the published
+#: corrupted-CIFAR folders (``sve.data`` sources; their ``<corruption>.npy`` names)
+SHIFT_SOURCES = ("cifar10-c", "cifar100-c")
 
 
 TARGET_WORDS = ("all", "attention", "mlp")
@@ -84,6 +87,7 @@ class ExperimentConfig:
     holdout: list[str] = field(default_factory=list)
     ood: list[str] = field(default_factory=lambda: ["animal-mnist"])
     shifts: list[str] = field(default_factory=list)
+    shift_source: str | None = None
     severities: list[int] = field(default_factory=lambda: [1, 3, 5])
     methods: list[Any] = field(default_factory=lambda: ["sve"])
     members: int = 4
@@ -93,6 +97,7 @@ class ExperimentConfig:
     eval_batch_size: int = 64
     lr: float | None = None
     weight_decay: float = 0.05
+    head_lr: float | None = None
     sigma_decay: str = "zero"
     grad_clip: float | None = 1.0
     init_std: float = 0.01
@@ -122,6 +127,9 @@ class ExperimentConfig:
             _need(name, value, isinstance(value, str) and value.strip(), "a non-empty string")
         _need("backbone_options", self.backbone_options, isinstance(self.backbone_options, dict),
               "a mapping of backbone options, e.g. {random: true}")
+        _need("shift_source", self.shift_source, self.shift_source is None
+              or (isinstance(self.shift_source, str) and self.shift_source in SHIFT_SOURCES),
+              "null (corrupt the test split with sve.data.corrupt) or one of " + ", ".join(SHIFT_SOURCES))
         for name in ("holdout", "ood", "shifts"):
             value = getattr(self, name)
             _need(name, value, isinstance(value, list) and all(isinstance(v, str) and v for v in value),
@@ -143,6 +151,7 @@ class ExperimentConfig:
             _need(name, value, value is None or (_is_int(value) and value >= 1), "null or an integer >= 1")
         self.lr = _float("lr", self.lr, optional=True, positive=True)
         self.weight_decay = _float("weight_decay", self.weight_decay)
+        self.head_lr = _float("head_lr", self.head_lr, optional=True, positive=True)
         self.grad_clip = _float("grad_clip", self.grad_clip, optional=True, positive=True)
         self.init_std = _float("init_std", self.init_std)
         self.adapter_max_mb = _float("adapter_max_mb", self.adapter_max_mb, optional=True)
@@ -211,8 +220,12 @@ class ExperimentConfig:
         for i, name in enumerate(self.ood):
             if not Path(name).exists():
                 check_choice(f"ood[{i}]", name, known + ("<image folder>", "<CSV path>"))
+        published = tuple(data.CIFAR_C_CORRUPTIONS)
         for i, name in enumerate(self.shifts):
-            check_choice(f"shifts[{i}]", name, tuple(data.CORRUPTIONS) + tuple(data.TEXT_CORRUPTIONS))
+            if self.shift_source is not None:  # the published files' corruption names
+                check_choice(f"shifts[{i}]", name, published)
+            else:
+                check_choice(f"shifts[{i}]", name, tuple(data.CORRUPTIONS) + tuple(data.TEXT_CORRUPTIONS))
         for i, spec in enumerate(self.method_specs()):
             check_choice(f"methods[{i}].name", spec.name, tuple(METHODS))
             if "seed" in spec.options:

@@ -168,7 +168,8 @@ def load_split(config: ExperimentConfig, split: str) -> Any:
     ID splits come from ``config.dataset`` with ``seed=data_seed`` and the split's limit (held-out
     classes removed); ``ood:<name>`` is that set's test split (a user path: all of it), limited to
     ``ood_limit``, labels -1; ``ood:holdout`` is the held-out classes of the test split;
-    ``shift:<kind>:<sev>`` is the test split corrupted with ``sve.data.corrupt`` (seed ``data_seed``).
+    ``shift:<kind>:<sev>`` is the test split corrupted with ``sve.data.corrupt`` (seed ``data_seed``),
+    or with ``shift_source`` set, read from the published corrupted files (:func:`_published_shift`).
     """
     from sve import data
 
@@ -189,9 +190,27 @@ def load_split(config: ExperimentConfig, split: str) -> Any:
     if kind == "shift":
         corruption, _, severity = rest.rpartition(":")
         if corruption in config.shifts and severity.isdigit() and int(severity) in config.severities:
-            return data.corrupt(load_split(config, "test"), corruption, int(severity), seed=config.data_seed)
+            if config.shift_source is None:
+                return data.corrupt(load_split(config, "test"), corruption, int(severity), seed=config.data_seed)
+            return _published_shift(config, corruption, int(severity))
     raise ConfigError(f"split {split!r} is not part of this run; its splits are: train, "
                       + ", ".join(split_names(config)))
+
+
+def _published_shift(config: ExperimentConfig, corruption: str, severity: int) -> Any:
+    """The test split read from the published corrupted files (``config.shift_source``): image i of
+    ``<corruption>.npy``'s severity block is test image i corrupted, so the same limit and seed pick
+    the same images as the clean ``test`` split. Its classes must be the run dataset's."""
+    from sve import data
+
+    shifted = data.load_dataset(config.shift_source, "test", seed=config.data_seed, limit=config.test_limit,
+                                corruption=corruption, severity=severity)
+    classes = load_split(config, "test").classes
+    if list(shifted.classes) != list(classes):
+        raise ConfigError(f"config field 'shift_source' = {config.shift_source!r} holds the classes of "
+                          f"{config.shift_source.removesuffix('-c')}, not those of the run's dataset "
+                          f"{config.dataset!r}: use the corrupted copy of {config.dataset!r}'s own test set")
+    return shifted
 
 
 def run_backbone(config: ExperimentConfig) -> Any:
@@ -437,7 +456,8 @@ class _Runner:
 
     def __init__(self, config: ExperimentConfig, run_dir: Path, callbacks: list[Callback]) -> None:
         self.config, self.dir, self.callbacks = config, run_dir, callbacks
-        self.pairs = [(spec, seed) for spec in config.method_specs() for seed in config.seeds]
+        # seed-major: a run stopped part-way holds whole seeds, each one a paired comparison
+        self.pairs = [(spec, seed) for seed in config.seeds for spec in config.method_specs()]
         self.stop_requested = False
         try:
             self.status = read_json(run_dir / "status.json")
@@ -479,11 +499,11 @@ class _Runner:
         write_json(self.dir / "env.json", env)
 
     def write_metrics(self) -> None:
-        """``metrics.csv``: the rows of every finished pair, in config order."""
+        """``metrics.csv``: the rows of every finished pair, in config order (method by method)."""
         import pandas as pd
 
         rows = []
-        for spec, seed in self.pairs:
+        for spec, seed in [(spec, seed) for spec in self.config.method_specs() for seed in self.config.seeds]:
             folder = self.pair_dir(spec, seed)
             if (folder / "done.json").is_file():
                 rows += read_json(folder / "metrics.json")["rows"]
@@ -549,7 +569,7 @@ class _Runner:
                          warmup_epochs=min(config.warmup_epochs, spec.epochs), grad_clip=config.grad_clip,
                          batch_size=config.batch_size, seed=seed, callbacks=[recorder],
                          sigma_decay=spec.sigma_decay, combine=spec.combine, progress=False,
-                         mixed_precision=config.mixed_precision)
+                         mixed_precision=config.mixed_precision, head_lr=config.head_lr)
             train_time = time.perf_counter() - start
         if not recorder.finished(spec.epochs):  # a callback stopped training before the end
             _remove_pair(folder)
