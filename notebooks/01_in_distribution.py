@@ -24,8 +24,9 @@
 # **Sizes (full mode, `configs/01_in_distribution.yaml`):** 56 px inputs (4 × 4 patches + CLS: the
 # smallest size within 2 pp of the best linear probe of the frozen features, docs/RESULTS.md), 256
 # training / 128 validation / 384 test images, 6 epochs (1 warm-up), batch 16, M = 4, each method's
-# default learning rate (heads 1e-3, below), AdamW with weight decay 0.05, grad clip 1.0, linear warm-up then cosine,
-# 5 seeds; tables are mean ± std over the seeds, claims are decided on paired differences (below).
+# default learning rate (heads 1e-3, below), AdamW with weight decay 0.05, grad clip 1.0, linear
+# warm-up then cosine, 5 seeds; tables are mean ± std over the seeds, claims are decided on paired
+# differences (below).
 # Temperature T is fitted on the validation split. Medium mode (`QUICK=0 MEDIUM=1`, for a slow
 # machine): the same with 256 / 64 / 256 / 256 samples. QUICK mode (tests): 28 px, 64 / 32 / 32
 # images, 1 epoch, M = 2, one seed, single model, deep ensemble and SVE only.

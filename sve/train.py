@@ -17,10 +17,12 @@ Loss: the mean over members of the cross-entropy, every member on the whole batc
 
 Independent members (a model with ``independent_members = True``: the deep ensemble; ``fit``'s
 ``independent=None`` asks the model): the members are trained as M separate fine-tunings in one
-vectorised loop. Member m draws its batches from its own loader, shuffled with seed ``seed + m``
-(the data order ``fit(seed=seed + m)`` gives a model trained alone); one step stacks the M batches
-member-major (M·B rows) and the model runs member m on its own rows (``member_batches=True``);
-the loss is the mean over members of each member's cross-entropy on its own labels. The gradient
+vectorised loop. Member m draws its batches from its own loader, shuffled with seed
+``member_seed(seed, m) = seed + 1000·m`` (the data order ``fit(seed=member_seed(seed, m))`` gives a
+model trained alone; member 0's is ``fit(seed=seed)``'s, and runs at different seeds share no data
+order); one step stacks the M batches member-major (M·B rows) and the model runs member m on its
+own rows (``member_batches=True``); the loss is the mean over members of each member's cross-entropy
+on its own labels. The gradient
 norm is clipped per member (``grad_clip`` on each member's own norm: every trainable tensor holds
 the members on dim 0, and member m's norm is taken over the slices ``[m]``), and each member keeps
 its own best epoch by the rule below applied to its own validation logits; the ensemble is assembled
@@ -61,7 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from sve.ensemble import EnsembleModel, unwrap
+from sve.ensemble import EnsembleModel, member_seed, unwrap
 from sve.errors import ConfigError, DataError, TrainingError
 from sve.io import save
 from sve.stats import converged as history_converged
@@ -440,8 +442,8 @@ def fit(model: nn.Module, train: Dataset | DataLoader, val: Dataset | DataLoader
     acc = Accelerator(mixed_precision=mixed_precision,
                       dataloader_config=DataLoaderConfiguration(split_batches=True),
                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
-    # independent members: member m's loader is the one fit(seed=seed + m) gives a model alone
-    train_dls = [_loader(train, batch_size, shuffle=True, seed=seed + m)
+    # independent members: member m's loader is the one fit(seed=member_seed(seed, m)) gives a model alone
+    train_dls = [_loader(train, batch_size, shuffle=True, seed=member_seed(seed, m))
                  for m in range(M if independent else 1)]
     val_dl = _loader(val, batch_size, shuffle=False, seed=seed) if val is not None else None
     head_scale = 1.0 if head_lr is None else head_lr / lr

@@ -417,7 +417,8 @@ def test_a_run_reads_its_shift_sets_from_the_published_files(tmp_path, monkeypat
     assert (shifted.labels == clean.labels).all()
 
     with pytest.raises(ConfigError, match="'shifts\\[0\\]' = 'elastic'.*elastic_transform"):
-        ExperimentConfig(dataset="cifar100", ood=[], shifts=["elastic"], shift_source="cifar100-c").check_names()
+        ExperimentConfig(dataset="cifar100", ood=[], shifts=["elastic"],
+                         shift_source="cifar100-c").check_names()
     with pytest.raises(ConfigError, match="'shift_source' = 'imagenet-c'.*cifar10-c, cifar100-c"):
         ExperimentConfig(dataset="cifar100", ood=[], shifts=["contrast"], shift_source="imagenet-c")
     wrong = ExperimentConfig(dataset="cifar100", ood=[], shifts=["contrast"], severities=[3],

@@ -18,6 +18,7 @@ from torch import nn
 
 import sve
 from sve import ensemble, methods, train
+from sve.ensemble import member_seed
 from sve.errors import ConfigError, DataError, UnknownNameError
 from sve.methods import deep_ensemble
 from sve.train import fit, predict
@@ -306,21 +307,23 @@ def _digits_split() -> tuple:
 
 @pytest.fixture(scope="module")
 def singles():
-    """`single` models trained alone, model m built with seed 5 + m and fit with seed 3 + m (its own
-    data order), clipped and early-stopped on its own: (model, FitResult, train logits)."""
+    """`single` models trained alone, model m built with seed member_seed(5, m) = 5 + 1000·m and fit with
+    seed member_seed(3, m) (its own data order), clipped and early-stopped on its own: (model, FitResult,
+    train logits)."""
     tr, va = _digits_split()
     out = []
     for m in range(2):
-        model = methods.build("single", _vit(), 1, 10, seed=5 + m)
-        result = fit(model, tr, va, seed=3 + m, **KW)
+        model = methods.build("single", _vit(), 1, 10, seed=member_seed(5, m))
+        result = fit(model, tr, va, seed=member_seed(3, m), **KW)
         out.append((model, result, predict(model, tr)[:, 0]))
     return out
 
 
 @pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "loop"])
 def test_deep_ensemble_member_equals_a_single_trained_alone(vectorize, singles, tmp_path):
-    """Member m of a deep ensemble (build seed 5, fit seed 3) = the single of build seed 5 + m trained
-    alone by fit(seed=3 + m): own data order, own gradient clipping, own best epoch."""
+    """Member m of a deep ensemble (build seed 5, fit seed 3) = the single of build seed
+    member_seed(5, m) trained alone by fit(seed=member_seed(3, m)): own data order, own gradient
+    clipping, own best epoch."""
     tr, va = _digits_split()
     assert singles[0][1].best_epoch != singles[1][1].best_epoch  # the own-best-epoch part is tested
     model = methods.build("deep_ensemble", _vit(), 2, 10, seed=5, vectorize=vectorize)
@@ -343,7 +346,7 @@ def test_deep_ensemble_member_equals_a_single_trained_alone(vectorize, singles, 
 
 def test_deep_ensemble_joint_training_shares_the_batches():
     """independent=False: every member sees fit's one data order, so (no clip, no validation) member m
-    = the single of build seed 5 + m trained by fit with the same seed."""
+    = the single of build seed member_seed(5, m) trained by fit with the same seed."""
     tr, _ = _digits_split()
     kw = dict(KW, epochs=2, grad_clip=None)
     model = methods.build("deep_ensemble", _vit(), 2, 10, seed=5, vectorize=False)
@@ -351,7 +354,7 @@ def test_deep_ensemble_joint_training_shares_the_batches():
     assert result.member_best_epochs is None
     z = predict(model, tr)
     for m in range(2):
-        single = methods.build("single", _vit(), 1, 10, seed=5 + m)
+        single = methods.build("single", _vit(), 1, 10, seed=member_seed(5, m))
         fit(single, tr, None, seed=3, **kw)
         assert torch.equal(z[:, m], predict(single, tr)[:, 0])
 
@@ -485,3 +488,14 @@ def test_an_already_built_model_is_refused_as_backbone():
     model = methods.build("head_ensemble", _vit(), M, C, seed=0)
     with pytest.raises(ConfigError, match="already wrapped"):
         methods.build("single", model, 1, C)
+
+
+def test_deep_ensembles_at_different_seeds_share_no_member():
+    """Runs at seeds 0 … 4 are independent ensembles: no member seed (head draw, data order) repeats
+    across them, and member 0 is the single model of the same seed."""
+    seeds = [member_seed(s, m) for s in range(5) for m in range(16)]
+    assert len(set(seeds)) == len(seeds) and [member_seed(s, 0) for s in range(5)] == list(range(5))
+    heads = [methods.build("deep_ensemble", _vit(), 2, C, seed=s).sve_head_weight.detach() for s in (0, 1)]
+    assert not torch.equal(heads[0][1], heads[1][0])  # with seed + m these two were the same draw
+    single = methods.build("single", _vit(), 1, C, seed=1).sve_head_weight.detach()
+    assert torch.equal(heads[1][0], single[0])

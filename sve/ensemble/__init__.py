@@ -19,6 +19,7 @@ from sve.ensemble.model import (
     build_plain,
     check_inputs,
     input_channels,
+    member_seed,
     one_thread,
     seed_for,
     unwrap,
@@ -28,4 +29,4 @@ from sve.ensemble.targets import candidates, select_targets, supported
 
 __all__ = ["EnsembleLayer", "frozen_parameter", "MergedMember", "merge", "HEAD_INIT_STD", "TEXT_INPUTS",
            "EnsembleModel", "as_backbone", "build_plain", "check_inputs", "input_channels", "one_thread",
-           "seed_for", "unwrap", "wrap_with", "candidates", "select_targets", "supported"]
+           "seed_for", "member_seed", "unwrap", "wrap_with", "candidates", "select_targets", "supported"]

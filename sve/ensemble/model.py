@@ -69,6 +69,19 @@ def seed_for(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
 
 
+#: member m of an ensemble of independently trained members at run seed s has seed s + 1000·m
+MEMBER_SEED_STRIDE = 1000
+
+
+def member_seed(seed: int, m: int) -> int:
+    """The seed of member ``m`` of an ensemble of independently trained members (the deep ensemble)
+    built or trained with ``seed``: ``seed + 1000·m``. Member 0 is the ``single`` model of the same
+    seed; members of runs with different seeds (0 … 999) never coincide, so runs at seeds 0 … 4 are
+    five independent ensembles (with ``seed + m``, the runs at seeds s and s + 1 would share M − 1
+    members, and seed-paired comparisons would not be independent pairs)."""
+    return seed + MEMBER_SEED_STRIDE * m
+
+
 def input_channels(trunk: nn.Module) -> int | None:
     return next((m.in_channels for m in trunk.modules() if isinstance(m, nn.Conv2d)), None)
 

@@ -191,7 +191,8 @@ def load_split(config: ExperimentConfig, split: str) -> Any:
         corruption, _, severity = rest.rpartition(":")
         if corruption in config.shifts and severity.isdigit() and int(severity) in config.severities:
             if config.shift_source is None:
-                return data.corrupt(load_split(config, "test"), corruption, int(severity), seed=config.data_seed)
+                clean = load_split(config, "test")
+                return data.corrupt(clean, corruption, int(severity), seed=config.data_seed)
             return _published_shift(config, corruption, int(severity))
     raise ConfigError(f"split {split!r} is not part of this run; its splits are: train, "
                       + ", ".join(split_names(config)))
@@ -373,9 +374,10 @@ def _open_run_dir(config: ExperimentConfig, out_dir: str | os.PathLike | None,
 
 
 class _RunData:
-    """The backbone and every prepared split of a run, loaded once and shared by all methods."""
+    """The backbone and every prepared split of a run, loaded once and shared by all methods
+    (``prepare_train=False``: the eval splits only, for evaluating an untrained model)."""
 
-    def __init__(self, config: ExperimentConfig) -> None:
+    def __init__(self, config: ExperimentConfig, prepare_train: bool = True) -> None:
         from sve import data
 
         self.backbone = run_backbone(config)
@@ -392,7 +394,8 @@ class _RunData:
         self.num_classes = raw["train"].num_classes
         self.labels = {name: ds.labels for name, ds in raw.items()}
         self.prepared = {name: data.prepare(ds, self.backbone, image_size=config.image_size,
-                                            max_length=config.max_length) for name, ds in raw.items()}
+                                            max_length=config.max_length)
+                         for name, ds in raw.items() if prepare_train or name != "train"}
 
 
 def zero_shot(config: ExperimentConfig | dict | str | os.PathLike) -> tuple[Any, str]:
@@ -408,11 +411,11 @@ def zero_shot(config: ExperimentConfig | dict | str | os.PathLike) -> tuple[Any,
     if config.task != "multiple_choice":
         raise ConfigError(f"zero_shot needs a config with task: multiple_choice (this one has "
                           f"task: {config.task}); its heads are the LM head's answer letters.")
-    data = _RunData(config)
+    data = _RunData(config, prepare_train=False)
     spec = MethodSpec(name="head_ensemble", label="zero_shot", members=1, lr=None, epochs=1)
     model = build_method(spec, data.backbone, data.num_classes, 0, config)
     logits = {name: predict(model, prepared, batch_size=config.eval_batch_size).numpy()
-              for name, prepared in data.prepared.items() if name != "train"}
+              for name, prepared in data.prepared.items()}
     rows, _ = evaluate_logits(logits, {name: data.labels[name] for name in logits})
     table = pd.DataFrame(rows).assign(method="zero_shot", base_method="zero_shot", seed=0)
     return table, data.example_prompt

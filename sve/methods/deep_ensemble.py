@@ -15,6 +15,7 @@ from sve.ensemble import (
     EnsembleModel,
     MergedMember,
     build_plain,
+    member_seed,
     seed_for,
     unwrap,
 )
@@ -95,19 +96,21 @@ class DeepEnsemble(EnsembleModel):
     that the members can take different batches in one step. Logits are (B, M, C) either way.
 
     Init and seeds: every member starts from the pretrained trunk; member m's head is drawn exactly
-    as ``build("single", ..., seed=seed + m)`` draws its head.
+    as ``build("single", ..., seed=member_seed(seed, m))`` (``seed + 1000·m``) draws its head, so
+    member 0 is the single model of the same seed and runs at different seeds share no member.
 
     Training (``independent_members = True``: ``sve.train.fit`` trains the members as M separate
     fine-tunings, see its module docstring): member m gets its own data order, the one
-    ``fit(seed=s + m)`` gives a model alone (its own shuffling seed); the logits' gradient is
+    ``fit(seed=member_seed(s, m))`` gives a model alone (its own shuffling seed); the logits' gradient is
     multiplied by M on the way back, so that member m's gradient is that of its own cross-entropy
     (fit's loss is the mean over members); the gradient norm is clipped per member (each member's own
     norm); AdamW acts per element; and each member keeps its own best epoch (its own validation
     accuracy, ties: NLL, as ``fit`` picks a model's best epoch). So member m of a deep ensemble built
     with ``seed=b`` and trained by ``fit(seed=s)`` follows the trajectory of ``build("single",
-    seed=b + m)`` trained alone by ``fit(seed=s + m)`` with the same data and settings (up to float
-    rounding of the batched kernels; bitwise with ``vectorize=False``). Not matched: global random
-    draws inside the forward (``dropout=True``), which ``fit`` seeds once for the whole ensemble.
+    seed=member_seed(b, m))`` trained alone by ``fit(seed=member_seed(s, m))`` with the same data and
+    settings (up to float rounding of the batched kernels; bitwise with ``vectorize=False``). Not
+    matched: global random draws inside the forward (``dropout=True``), which ``fit`` seeds once for
+    the whole ensemble.
     ``fit(..., independent=False)`` trains the members jointly instead (all on the same batches, one
     clip norm, one best epoch), the deep ensemble of earlier versions. :func:`stack` combines M
     ``single`` models trained separately.
@@ -126,8 +129,8 @@ class DeepEnsemble(EnsembleModel):
         self.members = _stacked_copy(self.trunk, M)
         object.__setattr__(self, "_runner", _Features(self.backbone))  # not a registered submodule
         with torch.no_grad():
-            for m in range(M):  # member m's head = the head of `single` with seed + m
-                gen = torch.Generator().manual_seed(seed_for(seed + m, "sve_head"))
+            for m in range(M):  # member m's head = the head of `single` with member_seed(seed, m)
+                gen = torch.Generator().manual_seed(seed_for(member_seed(seed, m), "sve_head"))
                 head = torch.randn(1, *self.sve_head_weight.shape[1:], generator=gen) * HEAD_INIT_STD
                 self.sve_head_weight[m] = head[0]
 
