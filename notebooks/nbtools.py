@@ -363,8 +363,12 @@ def _evidence(row: pd.Series) -> str:
     interval = ("one seed: no interval" if math.isnan(row["low"])
                 else f"95 % CI [{k * row['low']:+{f}}, {k * row['high']:+{f}}]{unit}")
     seeds = f"{row['n']} seed" + ("s" if row["n"] != 1 else "")
-    return (f"{row['metric']}: {row['a']} {a:{f}} vs {row['b']} {b:{f}} (means over {seeds}); "
+    text = (f"{row['metric']}: {row['a']} {a:{f}} vs {row['b']} {b:{f}} (means over {seeds}); "
             f"{row['a']} − {row['b']} = {d:+{f}}{unit}, {interval}")
+    if row["verdict"] == "not converged" and pd.notna(row.get("a_converged")):
+        text += (f"; converged runs: {row['a']} {int(row['a_converged'])}/{row['n']}, "
+                 f"{row['b']} {int(row['b_converged'])}/{row['n']}")
+    return text
 
 
 def ood_beats_single(run: experiments.Run, split: str, threshold: float, text: str) -> pd.DataFrame:

@@ -60,7 +60,8 @@ KINDS = ("better", "close")
 #: less than this fraction (see the module docstring)
 CONVERGENCE_TOL = 0.01
 #: the columns of a claim row (:func:`claim_row`), in table order
-ROW_COLUMNS = ("claim", "metric", "a", "b", "a_mean", "b_mean", "diff", "low", "high", "n", "verdict")
+ROW_COLUMNS = ("claim", "metric", "a", "b", "a_mean", "b_mean", "diff", "low", "high", "n", "verdict",
+               "a_converged", "b_converged")
 
 
 # ----------------------------------------------------------------------------- paired difference
@@ -226,7 +227,9 @@ def _side(results: pd.DataFrame, method: str, claim: Claim, converged: str | Non
 def claim_row(results: pd.DataFrame, claim: Claim, *, where: Mapping[str, Any] | None = None,
               confidence: float = 0.95, converged: str | None = "converged") -> dict[str, Any]:
     """One claim decided from a long results table: ``{claim, metric, a, b, a_mean, b_mean, diff, low,
-    high, n, verdict}`` (``ROW_COLUMNS``; ``diff``, ``low``, ``high``: ``a − b`` and its interval).
+    high, n, verdict, a_converged, b_converged}`` (``ROW_COLUMNS``; ``diff``, ``low``, ``high``: ``a − b``
+    and its interval; ``a_converged`` / ``b_converged``: how many of each side's runs converged, None
+    with ``converged=None``).
 
     ``results``: one row per (method, seed) with columns ``method``, ``seed``, the metric and the
     boolean ``converged`` column (:func:`converged` of each run; ``converged=None`` skips that check,
@@ -255,17 +258,18 @@ def claim_row(results: pd.DataFrame, claim: Claim, *, where: Mapping[str, Any] |
                                 confidence=confidence, seeds=tuple(shared))
     else:
         diff = paired_difference(a[claim.metric], b[claim.metric], confidence)
-    ok = True
+    ok, counts = True, (None, None)
     if converged:
         flags = pd.concat([a[converged], b[converged]])
         if not flags.map(lambda v: isinstance(v, (bool, np.bool_))).all():
             raise DataError(f"column {converged!r} must hold True/False for every run; got "
                             f"{sorted(map(repr, flags.unique()))}.")
-        ok = bool(flags.all())
+        ok, counts = bool(flags.all()), (int(a[converged].sum()), int(b[converged].sum()))
     return {"claim": claim.label, "metric": claim.metric, "a": claim.a, "b": claim.b,
             "a_mean": float(a[claim.metric].mean()), "b_mean": float(b[claim.metric].mean()),
             "diff": diff.mean, "low": diff.low, "high": diff.high, "n": diff.n,
-            "verdict": decide(diff, claim, ok) if diff.n > 1 else (INCONCLUSIVE if ok else NOT_CONVERGED)}
+            "verdict": decide(diff, claim, ok) if diff.n > 1 else (INCONCLUSIVE if ok else NOT_CONVERGED),
+            "a_converged": counts[0], "b_converged": counts[1]}
 
 
 def claims_table(results: pd.DataFrame, claims: Iterable[Claim], **kwargs: Any) -> pd.DataFrame:

@@ -184,9 +184,10 @@ def test_claim_row_not_converged_still_shows_the_numbers():
     df.loc[(df.method == "single") & (df.seed == 2), "converged"] = False
     row = stats.claim_row(df, Claim("sve", "single", "ece", "lower"), where={"split": "test"})
     assert row["verdict"] == "not converged" and row["low"] < row["diff"] < row["high"] < 0
+    assert (row["a_converged"], row["b_converged"]) == (5, 4)  # which side, how many runs
     unchecked = stats.claim_row(df, Claim("sve", "single", "ece", "lower"), where={"split": "test"},
                                 converged=None)
-    assert unchecked["verdict"] == "held"
+    assert unchecked["verdict"] == "held" and unchecked["a_converged"] is None
     row = stats.claim_row(df, Claim("sve", "deep", "ece", "lower"), where={"split": "test"})
     assert row["verdict"] != "not converged"  # only the sides of the claim count
 
