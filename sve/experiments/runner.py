@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -506,7 +507,7 @@ class _Runner:
         import pandas as pd
 
         rows = []
-        for spec, seed in [(spec, seed) for spec in self.config.method_specs() for seed in self.config.seeds]:
+        for spec, seed in itertools.product(self.config.method_specs(), self.config.seeds):
             folder = self.pair_dir(spec, seed)
             if (folder / "done.json").is_file():
                 rows += read_json(folder / "metrics.json")["rows"]
