@@ -415,6 +415,12 @@ def test_a_run_reads_its_shift_sets_from_the_published_files(tmp_path, monkeypat
     assert len(shifted) == 4 and shifted.info["corruption"] == ("contrast", 3)
     assert (np.asarray(shifted.images)[:, 0, 0, 0] - 60 == picked).all()
     assert (shifted.labels == clean.labels).all()
+    loaded = []  # given the clean test split, a shifted split reads the published file only
+    load = D.load_dataset
+    monkeypatch.setattr(D, "load_dataset", lambda name, *a, **k: loaded.append(name) or load(name, *a, **k))
+    again = load_split(config, "shift:contrast:3", clean_test=clean)
+    assert loaded == ["cifar100-c"] and (np.asarray(again.images) == np.asarray(shifted.images)).all()
+    monkeypatch.setattr(D, "load_dataset", load)
 
     with pytest.raises(ConfigError, match="'shifts\\[0\\]' = 'elastic'.*elastic_transform"):
         ExperimentConfig(dataset="cifar100", ood=[], shifts=["elastic"],

@@ -163,7 +163,7 @@ def _ood_key(name: str) -> str:
     return name if not Path(name).exists() else slug(Path(name).stem)
 
 
-def load_split(config: ExperimentConfig, split: str) -> Any:
+def load_split(config: ExperimentConfig, split: str, clean_test: Any = None) -> Any:
     """The raw :class:`sve.data.Dataset` of ``split`` (``train`` or any of :func:`split_names`).
 
     ID splits come from ``config.dataset`` with ``seed=data_seed`` and the split's limit (held-out
@@ -171,6 +171,8 @@ def load_split(config: ExperimentConfig, split: str) -> Any:
     ``ood_limit``, labels -1; ``ood:holdout`` is the held-out classes of the test split;
     ``shift:<kind>:<sev>`` is the test split corrupted with ``sve.data.corrupt`` (seed ``data_seed``),
     or with ``shift_source`` set, read from the published corrupted files (:func:`_published_shift`).
+    ``clean_test``: the already loaded ``test`` split, used by the shifted splits instead of loading
+    it again (a run passes it once for all its corruption × severity sets).
     """
     from sve import data
 
@@ -191,23 +193,22 @@ def load_split(config: ExperimentConfig, split: str) -> Any:
     if kind == "shift":
         corruption, _, severity = rest.rpartition(":")
         if corruption in config.shifts and severity.isdigit() and int(severity) in config.severities:
+            clean = load_split(config, "test") if clean_test is None else clean_test
             if config.shift_source is None:
-                clean = load_split(config, "test")
                 return data.corrupt(clean, corruption, int(severity), seed=config.data_seed)
-            return _published_shift(config, corruption, int(severity))
+            return _published_shift(config, corruption, int(severity), clean.classes)
     raise ConfigError(f"split {split!r} is not part of this run; its splits are: train, "
                       + ", ".join(split_names(config)))
 
 
-def _published_shift(config: ExperimentConfig, corruption: str, severity: int) -> Any:
+def _published_shift(config: ExperimentConfig, corruption: str, severity: int, classes: list[str]) -> Any:
     """The test split read from the published corrupted files (``config.shift_source``): image i of
     ``<corruption>.npy``'s severity block is test image i corrupted, so the same limit and seed pick
-    the same images as the clean ``test`` split. Its classes must be the run dataset's."""
+    the same images as the clean ``test`` split. Its classes must be the run dataset's ``classes``."""
     from sve import data
 
     shifted = data.load_dataset(config.shift_source, "test", seed=config.data_seed, limit=config.test_limit,
                                 corruption=corruption, severity=severity)
-    classes = load_split(config, "test").classes
     if list(shifted.classes) != list(classes):
         raise ConfigError(f"config field 'shift_source' = {config.shift_source!r} holds the classes of "
                           f"{config.shift_source.removesuffix('-c')}, not those of the run's dataset "
@@ -382,7 +383,9 @@ class _RunData:
         from sve import data
 
         self.backbone = run_backbone(config)
-        raw = {name: load_split(config, name) for name in ["train", *split_names(config)]}
+        raw = {name: load_split(config, name) for name in ("train", "test")}
+        raw |= {name: load_split(config, name, clean_test=raw["test"])
+                for name in split_names(config) if name not in raw}
         if config.task == "multiple_choice":  # lettered prompts; OOD texts get the ID choices
             from sve.methods import as_multiple_choice
             from sve.methods.multiple_choice import left_truncating
