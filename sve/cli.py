@@ -16,6 +16,8 @@ given. Errors print one line on stderr and exit with code 2; ``--debug`` shows t
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,11 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sve: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()  # the reader (e.g. `| head`) left early: stop quietly, like other tools
+        return 141
     except Exception as err:
         if args.debug:
             raise
         print(f"sve: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 def _one_line(err: BaseException) -> str:

@@ -128,6 +128,19 @@ def test_python_m_sve(tmp_path):
     assert done.returncode == 2 and "invalid choice" in done.stderr
 
 
+def test_a_closed_pipe_stops_quietly(cli_run, tmp_path):
+    """``sve list | head -0``: the reader is gone before sve writes; no error line, exit 141."""
+    root, _, _ = cli_run
+    read, write = os.pipe()
+    os.close(read)  # the reader has left before the first write: a deterministic EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "sve", "list", "--root", str(root)], stdout=write,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == ""
+
+
 def test_run_check_validates_without_training(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
