@@ -290,6 +290,26 @@ def test_decide_leaves_a_claim_on_a_missing_method_undecided(nbtools):
     assert only_missing["verdict"].tolist() == ["undecided"]
 
 
+def test_margin_per_seed(nbtools):
+    """04's derived table: per seed, SVE minus the mean of the others; converged only when every run
+    behind the seed is; a seed one method lacks is dropped; a missing method is a clear error."""
+    import pandas as pd
+
+    from sve.errors import DataError
+
+    rows = pd.DataFrame({"method": ["sve", "sve", "deep_ensemble", "deep_ensemble", "lora_ensemble",
+                                    "lora_ensemble", "sve"],
+                         "seed": [0, 1, 0, 1, 0, 1, 2], "accuracy": [0.80, 0.70, 0.60, 0.65, 0.70, 0.55, 0.9],
+                         "converged": [True, True, True, False, True, True, True]})
+    margin = nbtools.margin_per_seed(rows, "accuracy", "sve", ["deep_ensemble", "lora_ensemble"], "m")
+    assert margin.columns.tolist() == ["method", "seed", "accuracy_margin", "converged"]
+    assert margin["seed"].tolist() == [0, 1] and margin["method"].tolist() == ["m", "m"]
+    assert margin["accuracy_margin"].tolist() == pytest.approx([0.15, 0.10])
+    assert margin["converged"].tolist() == [True, False]
+    with pytest.raises(DataError, match="missing: \\['single'\\]"):
+        nbtools.margin_per_seed(rows, "accuracy", "sve", ["single"], "m")
+
+
 def test_mi_against_best_single(nbtools):
     """The OOD claim's derived table: SVE's AUROC (MI) against the single model's best score per seed;
     a method the run lacks is left out (its claim is then undecided)."""

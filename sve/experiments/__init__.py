@@ -19,6 +19,7 @@ from sve.experiments.results import (
     load_run,
     mean_std,
     pm,
+    reliability_figure,
     rows,
     run_figures,
     shift_table,
@@ -50,8 +51,8 @@ from sve.experiments.store import (
 )
 
 __all__ = ["COMBINE", "SIGMA_DECAY", "ExperimentConfig", "MethodSpec", "as_config", "Run", "load_run",
-           "run_figures", "rows", "mean_std", "pm", "shift_table", "cost_table", "CALIBRATION_COLUMNS",
-           "CLAIM_ROWS", "SHIFT_COLUMNS", "COST_COLUMNS", "EVENTS", "SVE_LIKE",
+           "run_figures", "reliability_figure", "rows", "mean_std", "pm", "shift_table", "cost_table",
+           "CALIBRATION_COLUMNS", "CLAIM_ROWS", "SHIFT_COLUMNS", "COST_COLUMNS", "EVENTS", "SVE_LIKE",
            "build_method", "environment", "evaluate_logits", "history_converged", "load_split",
            "method_options", "run", "split_names", "zero_shot", "FORMAT_VERSION",
            "RunFormatError", "RunLock", "atomic_write", "list_runs", "new_run_dir", "read_json",
