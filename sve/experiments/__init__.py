@@ -23,6 +23,7 @@ from sve.experiments.results import (
     rows,
     run_figures,
     shift_table,
+    spectrum_figures,
 )
 from sve.experiments.runner import (
     COST_COLUMNS,
@@ -51,7 +52,8 @@ from sve.experiments.store import (
 )
 
 __all__ = ["COMBINE", "SIGMA_DECAY", "ExperimentConfig", "MethodSpec", "as_config", "Run", "load_run",
-           "run_figures", "reliability_figure", "rows", "mean_std", "pm", "shift_table", "cost_table",
+           "run_figures", "reliability_figure", "rows", "mean_std", "pm", "shift_table", "spectrum_figures",
+           "cost_table",
            "CALIBRATION_COLUMNS", "CLAIM_ROWS", "SHIFT_COLUMNS", "COST_COLUMNS", "EVENTS", "SVE_LIKE",
            "build_method", "environment", "evaluate_logits", "history_converged", "load_split",
            "method_options", "run", "split_names", "zero_shot", "FORMAT_VERSION",
