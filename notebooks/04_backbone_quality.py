@@ -22,16 +22,35 @@
 # initialised** (`backbone_options: {random: true}`). DINOv1 weights are not available offline, so
 # the paper's middle point is missing: two points, not three.
 #
-# **Sizes (full mode, `configs/04_backbone_quality.yaml`, run twice):** 28 px, 320 training / 128
-# validation / 256 test images, 2 epochs (1 warm-up), M = 4, 3 seeds per backbone. Medium mode (`QUICK=0
-# MEDIUM=1`, for a slow machine): the same with 256 / 64 / 256 / 256 samples and 2 epochs (1
-# warm-up). QUICK mode: 64 / 32 / 32 images, 1 epoch, M = 2, one seed, single model and SVE only.
+# **Sizes (full mode).** The pretrained side *is* notebook 01's run (`configs/01_in_distribution.yaml`,
+# its rows of these four methods; the notebook reuses 01's finished run, or trains it); the random
+# side is `configs/04_backbone_quality.yaml`, the same design with a random backbone: 56 px, 128
+# training / 128 validation / 384 test images, 12 epochs (1 warm-up), batch 16, M = 4, **5 seeds**,
+# the authors' recipe (AdamW at each method's default lr, weight decay 0.05, grad-norm clip 1.0, linear
+# warm-up then cosine). Seed s of both sides shares the split, data order and head draws, so the
+# claims are decided on paired differences over the seeds. Medium mode (`QUICK=0 MEDIUM=1`, for a
+# slow machine): 256 / 64 / 256 / 256 samples and 2 epochs (1 warm-up). QUICK mode: 64 / 32 / 32
+# images, 1 epoch, M = 2, one seed, single model and SVE only.
 #
 # **What to look for:** SVE's accuracy margin over the other ensembles on each backbone; the paper
 # predicts it shrinks (or turns negative) without pretraining.
 
+# %% [markdown]
+# **Where this differs from the paper, and why**
+# - Fashion-MNIST at 56 px, 128 training images (a few-shot regime) × 12 epochs instead of CIFAR-100
+#   at 224 px, the whole set × 10 epochs: offline data, the CPU budget and the convergence measurements
+#   (docs/RESULTS.md, Status).
+# - Two backbones (random, DINOv2) instead of three: DINOv1 weights are not available offline.
+# - Heads at 1e-3 in every method (`head_lr`), as in notebook 01.
+#
+# **Thresholds, fixed before the runs.** "Advantage shrinks": SVE's per-seed accuracy margin over the
+# other ensembles (deep ensemble, LoRA-Ensemble) is lower on the random backbone than on the
+# pretrained one (any amount). "Worst with a random backbone": SVE's accuracy below each other
+# method's on the random backbone (any amount).
+
 # %% tags=["parameters"]
 QUICK = 0  # 1: the tiniest real settings (tests); 0: full mode
+GAIN = 0.0  # the smallest paired difference that counts (both claims ask for any gap)
 
 # %%
 import nbtools as nb
@@ -39,11 +58,11 @@ import pandas as pd
 
 QUICK = nb.quick_mode(QUICK)
 out = nb.outputs("04_backbone_quality", QUICK)
-quick = dict(methods=["single", "sve"])
+METHODS = ["single", "sve"] if QUICK else ["single", "deep_ensemble", "lora_ensemble", "sve"]
+quick = dict(methods=METHODS)
 configs = {
-    "pretrained": nb.load_config("04_backbone_quality", QUICK, quick_sizes=quick),
-    "random init": nb.load_config("04_backbone_quality", QUICK, quick_sizes=quick,
-                                  backbone_options={"random": True}),
+    "pretrained": nb.load_config("01_in_distribution", QUICK, quick_sizes=quick),
+    "random init": nb.load_config("04_backbone_quality", QUICK, quick_sizes=quick),
 }
 for name, config in configs.items():
     print(f"{name}: {nb.describe(config, QUICK)}")
@@ -60,12 +79,13 @@ runs
 
 # %%
 table = pd.concat([nb.rows(r).assign(backbone=name) for name, r in runs.items()])
+table = table[table["method"].isin(METHODS)]
 summary = nb.mean_std(table, nb.CALIBRATION, by=["backbone", "method"])
 out.save_table(summary)
 nb.pm(summary, {"accuracy": 100, "ece": 100}, digits=2)
 
 # %% [markdown]
-# ## SVE's margin over the other ensembles, per backbone (percentage points)
+# ## SVE's margin over the other ensembles, per backbone (percentage points, mean over seeds)
 # Margin = SVE's mean minus the mean of the other ensembles (deep ensemble, LoRA-Ensemble); for ECE a
 # negative margin favours SVE. Rank 1 = most accurate of all methods on that backbone.
 
@@ -94,6 +114,7 @@ margin
 
 # %%
 from sve import plots
+from sve.experiments import reliability_figure
 
 curve = means.reset_index()
 curve["quality"] = curve["backbone"].map({"random init": 0, "pretrained": 1})
@@ -101,31 +122,41 @@ figs = {"backbone_quality": plots.shift_curves(curve, x="quality", columns=("acc
                                                title="Random init (0) versus pretrained DINOv2 (1)")}
 figs["backbone_quality"].update_xaxes(title_text="0 = random init, 1 = pretrained")
 for name, r in runs.items():
-    figs[f"reliability_{name.replace(' ', '_')}"] = r.figures()["reliability_test"]
+    figs[f"reliability_{name.replace(' ', '_')}"] = reliability_figure(r, methods=METHODS)
 for fig in figs.values():
     fig.show()
 out.export(figs)
 
 # %% [markdown]
-# ## What we found
+# ## The claims, decided over seeds
+# Each claim is decided on per-seed paired differences with a 95 % t-interval of their mean
+# (`sve.stats`): **held** / **did not hold** when the whole interval is on one side of the threshold,
+# **inconclusive** when it straddles it, **not converged** when a run behind either side did not
+# converge by the rule (`converged` column). "Advantage shrinks" compares a derived quantity
+# (`nb.margin_per_seed`): per seed, SVE's accuracy minus the mean of the other ensembles', on the random
+# backbone against on the pretrained one. "Worst with a random backbone" compares SVE with each other
+# method on the random backbone, seed by seed.
 
 # %%
-def advantage_shrinks():
-    p, r = margin.loc["pretrained", "accuracy_margin_pp"], margin.loc["random init", "accuracy_margin_pp"]
-    return r < p, f"accuracy margin over the other ensembles: pretrained {p:+.2f} pp, random {r:+.2f} pp"
+from sve.stats import Claim
 
+others = [m for m in METHODS if m not in ("sve", "single")]
+shrinks = Claim("sve margin, random init", "sve margin, pretrained", "accuracy_margin", "lower",
+                threshold=GAIN,
+                text="SVE's accuracy advantage over the other ensembles shrinks without a pretrained basis")
+margin_table = (pd.concat([nb.margin_per_seed(nb.rows(r), "accuracy", "sve", others,
+                                              label=f"sve margin, {name}") for name, r in runs.items()])
+                if others else None)  # QUICK mode trains no other ensemble: the claim reads "undecided"
+verdicts = [nb.decide(runs["random init"], [shrinks], table=margin_table)]
+verdicts.append(nb.decide(runs["random init"], [
+    Claim("sve", other, "accuracy", "lower", threshold=GAIN,
+          text=f"With a random backbone SVE is less accurate than {other}")
+    for other in ["single", "deep_ensemble", "lora_ensemble"]]))
+nb.verdicts_table(*verdicts)[["verdict", "evidence"]]
 
-def worst_with_random():
-    part = means.loc["random init", "accuracy"]
-    worst = part[part == part.min()].index.tolist()   # a tie (e.g. at chance level) lists every method
-    return "sve" in worst, (f"random init: SVE {100 * part['sve']:.2f} %, lowest {100 * part.min():.2f} % "
-                            f"({', '.join(worst)})")
+# %% [markdown]
+# ## What we found
+# Written from the verdicts just computed (nothing below is typed in by hand):
 
-
-claims = [
-    nb.claim("SVE's advantage shrinks without a pretrained basis",
-             "accuracy margin (random) < margin (pretrained)", advantage_shrinks),
-    nb.claim("With a random backbone SVE is the worst method",
-             "lowest mean accuracy on the random backbone (ties included)", worst_with_random),
-]
-out.conclude(claims)
+# %%
+out.conclude(*verdicts)

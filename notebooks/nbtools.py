@@ -302,6 +302,26 @@ def per_seed(rows: pd.DataFrame, metric: str, columns: str | Sequence[str] | Non
     return out[["method", "seed", metric, "converged"]]
 
 
+def margin_per_seed(rows: pd.DataFrame, metric: str, method: str, others: Sequence[str],
+                    label: str) -> pd.DataFrame:
+    """A derived table for :func:`decide` (columns of :func:`per_seed`): per seed, ``method``'s
+    ``metric`` minus the mean of ``others``' on the same seed (same split), e.g. SVE's accuracy
+    margin over the other ensembles on one backbone. The derived metric is named
+    ``"<metric>_margin"``; a row is converged when every run behind it is, and only the seeds every
+    method has count. ``label`` names the derived method (e.g. ``"sve margin, random init"``), so
+    the margins of two runs can be compared as A and B."""
+    missing = [m for m in [method, *others] if m not in set(rows["method"])]
+    if not others or missing:
+        raise DataError(f"margin_per_seed needs rows of {method!r} and of at least one other method; "
+                        f"missing: {missing or 'others'} (methods here: {sorted(set(rows['method']))}).")
+    wide = per_seed(rows[rows["method"].isin([method, *others])], metric).pivot(
+        index="seed", columns="method", values=[metric, "converged"]).dropna()
+    gap = wide[metric][method] - wide[metric][list(others)].mean(axis=1)
+    out = pd.DataFrame({"method": label, "seed": wide.index, f"{metric}_margin": gap.values,
+                        "converged": wide["converged"].astype(bool).all(axis=1).values})
+    return out.reset_index(drop=True)
+
+
 #: the OOD scores a single model has (mutual information needs members)
 SINGLE_SCORES = ("auroc_msp", "auroc_entropy", "auroc_energy")
 
