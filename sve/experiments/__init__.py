@@ -52,9 +52,9 @@ from sve.experiments.store import (
 )
 
 __all__ = ["COMBINE", "SIGMA_DECAY", "ExperimentConfig", "MethodSpec", "as_config", "Run", "load_run",
-           "run_figures", "reliability_figure", "rows", "mean_std", "pm", "shift_table", "spectrum_figures",
-           "cost_table",
-           "CALIBRATION_COLUMNS", "CLAIM_ROWS", "SHIFT_COLUMNS", "COST_COLUMNS", "EVENTS", "SVE_LIKE",
+           "run_figures", "reliability_figure", "spectrum_figures", "rows", "mean_std", "pm", "shift_table",
+           "cost_table", "CALIBRATION_COLUMNS", "CLAIM_ROWS", "SHIFT_COLUMNS", "COST_COLUMNS", "EVENTS",
+           "SVE_LIKE",
            "build_method", "environment", "evaluate_logits", "history_converged", "load_split",
            "method_options", "run", "split_names", "zero_shot", "FORMAT_VERSION",
            "RunFormatError", "RunLock", "atomic_write", "list_runs", "new_run_dir", "read_json",
