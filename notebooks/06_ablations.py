@@ -19,11 +19,11 @@
 # toward their **pretrained** values, and averaging member **probabilities** (the README) versus
 # **logits** (the authors' code).
 #
-# **Offline analog.** DINOv2 ViT-S/14 on MNIST-5k with Animal-MNIST as OOD set: a cheap, fast set so
-# that twelve SVE variants × three seeds fit the CPU budget.
+# **Offline analog.** DINOv2 ViT-S/14 on notebook 01's task (Fashion-MNIST, MNIST digits as OOD set)
+# at 28 px, so that eleven SVE variants × five seeds fit the CPU budget.
 #
-# **Sizes (full mode, `configs/06_ablations.yaml`):** 56 px, 384 training / 96 validation / 192 test / 192
-# OOD images, 3 epochs (1 warm-up), batch 16, **5 seeds** for every variant (they share one run, so the
+# **Sizes (full mode, `configs/06_ablations.yaml`):** 28 px, 128 training / 128 validation / 384 test /
+# 192 OOD images, 12 epochs (1 warm-up), batch 16, **5 seeds** for every variant (they share one run, so the
 # ensemble-size sweep and every other claim are decided on paired differences over the 5 seeds); the
 # authors' recipe: AdamW at SVE's default learning rate, weight decay 0.05, grad-norm clip 1.0, linear
 # warm-up then cosine decay stepped per epoch (warm-up at most half of the epochs). Variants M ∈ {1, 2,
@@ -38,10 +38,13 @@
 
 # %% [markdown]
 # **Where this differs from the paper, and why**
-# - MNIST-5k with Animal-MNIST as OOD set: the paper's ablation data are not known (its appendices
-#   are known only from text), and a cheap set lets eleven SVE variants × five seeds fit the CPU budget.
-# - 56 px, 384 training images, 3 epochs (1 warm-up) instead of 224 px, full data and 10 epochs (5
-#   warm-up): the CPU budget (two shared cores); sizes are raised from convergence measurements, and
+# - Fashion-MNIST with MNIST digits as OOD set (notebook 01's task): the paper's ablation data are not
+#   known (its appendices are known only from text).
+# - 28 px, not the 56 px the linear probe chose for the study (28 px is 1.5 pp below it, 2.9 pp below
+#   the best size): ten variants up to M = 16 × five seeds at 56 px cost about 2.5 h on two cores,
+#   over the 60-min budget. So `sve-m4` here is not notebook 01's SVE (56 px).
+# - 128 training images (a few-shot regime) × 12 epochs (1 warm-up) instead of the full data × 10
+#   epochs (5 warm-up): the CPU budget and the convergence measurements (docs/RESULTS.md, Status);
 #   every verdict is gated on the convergence rule.
 # - M ∈ {1, 2, 4, 8, 16} extends the paper's {4, 8, 16}; 5 seeds for the paired 95 % intervals.
 # - σ decay toward the pretrained values and probability versus logit averaging are our own questions.
@@ -93,7 +96,7 @@ run_decay = nb.run(decay, out)
 # %%
 table = pd.concat([run.metrics, run_decay.metrics])
 test = nb.rows(table)
-ood = nb.rows(table, split="ood:animal-mnist")[["method", "seed", "auroc_mutual_info"]]
+ood = nb.rows(table, split=f"ood:{config.ood[0]}")[["method", "seed", "auroc_mutual_info"]]
 merged = test.merge(ood, on=["method", "seed"])
 merged["overhead_pct"] = [(run if m in run.methods else run_decay).cost(m, s)["overhead_pct"]
                           for m, s in zip(merged["method"], merged["seed"])]
